@@ -1,0 +1,707 @@
+//! The Qt client's requests and the replies it expects (`shared/PROTOCOL.md`).
+//!
+//! A frame body is parsed into a typed, validated [`Request`] here, and only here: past this
+//! point every field is known to fit the schema (lengths, digits, enum values, date format).
+//! Replies are serialised straight from borrowed data; every value is a JSON string, because
+//! the client reads every field with `QJsonValue::toString()`.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use corechat_persist::model::MessageRow;
+use corechat_shards::state::{ChatUpdate, Profile};
+
+/// Field limits, from the database schema and the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest `message_body`, in bytes.
+    pub max_body: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body: 64 * 1024,
+        }
+    }
+}
+
+/// The schema's limits (`m_user`, `m_friends_message`, `m_chatlist`).
+const MAX_ID: usize = 20;
+const MAX_PHONE: usize = 12;
+const MAX_NAME: usize = 255;
+const MAX_PASSWORD: usize = 1024;
+const MAX_FILE_PATH: usize = 255;
+/// `m_chatlist.last_message` is TEXT (65,535 bytes) on the legacy database.
+const MAX_LAST_MESSAGE: usize = 65_535;
+
+pub const MESSAGE_TYPES: &[&str] = &["text", "emoticon", "image", "audio", "video", "file"];
+
+/// A request, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Register {
+        phone: String,
+        name: String,
+        password: String,
+    },
+    Login {
+        user_id: String,
+        password: String,
+    },
+    GetUnreadMessages {
+        user_id: String,
+    },
+    Chatting {
+        user_id: String,
+    },
+    Friends {
+        user_id: String,
+    },
+    SearchUser {
+        user_id: String,
+        search_id: String,
+    },
+    AddFriend {
+        user_id: String,
+        friend_id: String,
+    },
+    AcceptFriend {
+        user_id: String,
+        friend_id: String,
+    },
+    DeleteFriend {
+        user_id: String,
+        friend_id: String,
+    },
+    SendMessage(OutgoingMessage),
+    UpdateChat {
+        user_id: String,
+        update: ChatUpdate,
+    },
+}
+
+/// The fields of a `send_message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    pub send_id: String,
+    pub receiver_id: String,
+    pub chat_type: String,
+    pub body: String,
+    pub message_type: String,
+    pub file_path: String,
+    pub timestamp: String,
+}
+
+impl Request {
+    /// The reply `type` for this request.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Register { .. } => "register",
+            Request::Login { .. } => "login",
+            Request::GetUnreadMessages { .. } => "get_unread_messages",
+            Request::Chatting { .. } => "chatting",
+            Request::Friends { .. } => "friends",
+            Request::SearchUser { .. } => "search_user",
+            Request::AddFriend { .. } => "add_friend",
+            Request::AcceptFriend { .. } => "accept_friend",
+            Request::DeleteFriend { .. } => "delete_friend",
+            Request::SendMessage(_) => "send_message",
+            Request::UpdateChat { .. } => "update_chat",
+        }
+    }
+
+    /// The user id the request claims to act as; it must be the session's own.
+    pub fn acting_user(&self) -> Option<&str> {
+        match self {
+            Request::Register { .. } | Request::Login { .. } => None,
+            Request::GetUnreadMessages { user_id }
+            | Request::Chatting { user_id }
+            | Request::Friends { user_id }
+            | Request::SearchUser { user_id, .. }
+            | Request::AddFriend { user_id, .. }
+            | Request::AcceptFriend { user_id, .. }
+            | Request::DeleteFriend { user_id, .. }
+            | Request::UpdateChat { user_id, .. } => Some(user_id),
+            Request::SendMessage(m) => Some(&m.send_id),
+        }
+    }
+}
+
+/// A request the server cannot serve; answered with an `error` object of type `kind`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRequest {
+    pub kind: String,
+    pub message: String,
+}
+
+impl BadRequest {
+    fn new(kind: &str, message: impl Into<String>) -> Self {
+        BadRequest {
+            kind: kind.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses and validates one frame body.
+pub fn parse(body: &[u8], limits: &Limits) -> Result<Request, BadRequest> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| BadRequest::new("error", "frame is not valid UTF-8"))?;
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| BadRequest::new("error", format!("frame is not valid JSON: {e}")))?;
+    let Value::Object(obj) = value else {
+        return Err(BadRequest::new("error", "request must be a JSON object"));
+    };
+    let kind = match obj.get("type") {
+        Some(Value::String(s)) => s.as_str(),
+        _ => return Err(BadRequest::new("error", "request has no \"type\"")),
+    };
+    let f = Fields { obj: &obj, kind };
+    let req = match kind {
+        "register" => Request::Register {
+            phone: f.phone("user_phone")?,
+            name: f.text("user_name", 1, MAX_NAME)?,
+            password: f.password("user_password")?,
+        },
+        "login" => Request::Login {
+            user_id: f.id("user_id")?,
+            password: f.password("user_password")?,
+        },
+        "get_unread_messages" => Request::GetUnreadMessages {
+            user_id: f.id("user_id")?,
+        },
+        "chatting" => Request::Chatting {
+            user_id: f.id("user_id")?,
+        },
+        "friends" => Request::Friends {
+            user_id: f.id("user_id")?,
+        },
+        "search_user" => Request::SearchUser {
+            user_id: f.id("user_id")?,
+            search_id: f.id("search_id")?,
+        },
+        "add_friend" => Request::AddFriend {
+            user_id: f.id("user_id")?,
+            friend_id: f.id("friend_id")?,
+        },
+        "accept_friend" => Request::AcceptFriend {
+            user_id: f.id("user_id")?,
+            friend_id: f.id("friend_id")?,
+        },
+        "delete_friend" => Request::DeleteFriend {
+            user_id: f.id("user_id")?,
+            friend_id: f.id("friend_id")?,
+        },
+        "send_message" => {
+            let chat_type = f.one_of("chat_type", &["friend", "group"])?;
+            if chat_type != "friend" {
+                return Err(f.err("group chats are not supported"));
+            }
+            let body = f.string("message_body")?;
+            if body.len() > limits.max_body {
+                return Err(f.err(format!(
+                    "message_body is {} bytes, the limit is {}",
+                    body.len(),
+                    limits.max_body
+                )));
+            }
+            Request::SendMessage(OutgoingMessage {
+                send_id: f.id("send_id")?,
+                receiver_id: f.id("receiver_id")?,
+                chat_type,
+                body,
+                message_type: f.one_of("message_type", MESSAGE_TYPES)?,
+                file_path: f.optional_text("file_path", MAX_FILE_PATH)?,
+                timestamp: f.timestamp("message_timestamp")?,
+            })
+        }
+        "update_chat" => {
+            let unread = f.integer("unread_count")?;
+            let last_message_type = f.optional_text("last_message_type", 16)?;
+            if !last_message_type.is_empty() && !MESSAGE_TYPES.contains(&last_message_type.as_str())
+            {
+                return Err(f.err(format!(
+                    "last_message_type must be one of {}",
+                    MESSAGE_TYPES.join(", ")
+                )));
+            }
+            Request::UpdateChat {
+                user_id: f.id("user_id")?,
+                update: ChatUpdate {
+                    comm_id: f.id("comm_id")?,
+                    chat_type: f.one_of("chat_type", &["friend", "group"])?,
+                    last_message: f.optional_text("last_message", MAX_LAST_MESSAGE)?,
+                    last_message_type,
+                    last_time: f.timestamp("last_time")?,
+                    unread_count: unread,
+                    chat_status: f.one_of("chat_status", &["chatting", "close"])?,
+                },
+            }
+        }
+        other => {
+            return Err(BadRequest::new(
+                &truncate(other, 64),
+                format!("unknown request type {:?}", truncate(other, 64)),
+            ))
+        }
+    };
+    Ok(req)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+struct Fields<'a> {
+    obj: &'a Map<String, Value>,
+    kind: &'a str,
+}
+
+impl Fields<'_> {
+    fn err(&self, message: impl Into<String>) -> BadRequest {
+        BadRequest::new(self.kind, message)
+    }
+
+    /// A field the client sends as a string; numbers are accepted as their decimal text.
+    fn string(&self, name: &str) -> Result<String, BadRequest> {
+        match self.obj.get(name) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(Value::Number(n)) => Ok(n.to_string()),
+            Some(_) => Err(self.err(format!("{name} must be a string"))),
+            None => Err(self.err(format!("missing field {name}"))),
+        }
+    }
+
+    fn text(&self, name: &str, min: usize, max_chars: usize) -> Result<String, BadRequest> {
+        let s = self.string(name)?;
+        let n = s.chars().count();
+        if n < min {
+            return Err(self.err(format!("{name} must not be empty")));
+        }
+        if n > max_chars {
+            return Err(self.err(format!("{name} is longer than {max_chars} characters")));
+        }
+        if s.contains('\0') {
+            return Err(self.err(format!("{name} contains a NUL character")));
+        }
+        Ok(s)
+    }
+
+    /// Missing reads as empty, like the client's own reading of fields.
+    fn optional_text(&self, name: &str, max_chars: usize) -> Result<String, BadRequest> {
+        if self.obj.get(name).is_none_or(Value::is_null) {
+            return Ok(String::new());
+        }
+        self.text(name, 0, max_chars)
+    }
+
+    fn id(&self, name: &str) -> Result<String, BadRequest> {
+        let s = self.text(name, 1, MAX_ID)?;
+        if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(self.err(format!("{name} contains spaces or control characters")));
+        }
+        Ok(s)
+    }
+
+    fn phone(&self, name: &str) -> Result<String, BadRequest> {
+        let s = self.string(name)?;
+        if s.is_empty() || s.len() > MAX_PHONE || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(self.err(format!("{name} must be 1 to {MAX_PHONE} digits")));
+        }
+        Ok(s)
+    }
+
+    fn password(&self, name: &str) -> Result<String, BadRequest> {
+        let s = self.string(name)?;
+        if s.is_empty() || s.len() > MAX_PASSWORD {
+            return Err(self.err(format!("{name} must be 1 to {MAX_PASSWORD} bytes")));
+        }
+        Ok(s)
+    }
+
+    fn one_of(&self, name: &str, allowed: &[&str]) -> Result<String, BadRequest> {
+        let s = self.string(name)?;
+        if allowed.contains(&s.as_str()) {
+            Ok(s)
+        } else {
+            Err(self.err(format!("{name} must be one of {}", allowed.join(", "))))
+        }
+    }
+
+    fn timestamp(&self, name: &str) -> Result<String, BadRequest> {
+        let s = self.string(name)?;
+        if chrono::NaiveDateTime::parse_from_str(&s, "%Y-%m-%d %H:%M:%S").is_err() {
+            return Err(self.err(format!("{name} must be a time as yyyy-MM-dd HH:mm:ss")));
+        }
+        Ok(s)
+    }
+
+    fn integer(&self, name: &str) -> Result<i64, BadRequest> {
+        let v = match self.obj.get(name) {
+            Some(Value::Number(n)) => n.as_i64(),
+            Some(Value::String(s)) => s.trim().parse::<i64>().ok(),
+            None => return Err(self.err(format!("missing field {name}"))),
+            _ => None,
+        };
+        match v {
+            Some(n) if (0..=i64::from(i32::MAX)).contains(&n) => Ok(n),
+            _ => Err(self.err(format!("{name} must be a whole number from 0"))),
+        }
+    }
+}
+
+/// The time now in the client's format, for rows the server creates.
+pub fn now_timestamp() -> String {
+    chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+// ----- replies -----
+
+/// `{"type", "status"}` and, for errors, `"message"`.
+#[derive(Serialize)]
+pub struct Status<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub status: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<&'a str>,
+}
+
+impl<'a> Status<'a> {
+    pub fn success(kind: &'a str) -> Self {
+        Status {
+            kind,
+            status: "success",
+            message: None,
+        }
+    }
+    pub fn error(kind: &'a str, message: &'a str) -> Self {
+        Status {
+            kind,
+            status: "error",
+            message: Some(message),
+        }
+    }
+    /// "Nothing to show": the client's `status:"null"`.
+    pub fn null(kind: &'a str, message: &'a str) -> Self {
+        Status {
+            kind,
+            status: "null",
+            message: Some(message),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct RegisterReply<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub status: &'a str,
+    pub user_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<&'a str>,
+}
+
+/// A user's public profile as `login` and `search_user` show it (never the password).
+#[derive(Serialize)]
+pub struct ProfileReply<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub status: &'a str,
+    pub user_id: &'a str,
+    pub user_phone: &'a str,
+    pub user_name: &'a str,
+    pub user_email: &'a str,
+    pub user_avatar: &'a str,
+    pub user_status: &'a str,
+    pub user_created: &'a str,
+}
+
+impl<'a> ProfileReply<'a> {
+    pub fn new(kind: &'a str, p: &'a Profile) -> Self {
+        ProfileReply {
+            kind,
+            status: "success",
+            user_id: &p.user_id,
+            user_phone: &p.phone,
+            user_name: &p.name,
+            user_email: &p.email,
+            user_avatar: &p.avatar,
+            user_status: &p.status,
+            user_created: &p.created,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct FriendReply<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub status: &'a str,
+    pub user_id: &'a str,
+    pub user_phone: &'a str,
+    pub user_name: &'a str,
+    pub user_email: &'a str,
+    pub user_avatar: &'a str,
+    pub user_status: &'a str,
+    pub user_created: &'a str,
+    pub friend_relation: &'a str,
+    pub created_relation: &'a str,
+}
+
+#[derive(Serialize)]
+pub struct ChatReply<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub status: &'a str,
+    pub comm_id: &'a str,
+    pub chat_type: &'a str,
+    pub last_message: &'a str,
+    pub last_message_type: &'a str,
+    pub last_time: &'a str,
+    pub unread_count: String,
+    pub chat_status: &'a str,
+    pub user_name: &'a str,
+    pub user_avatar: &'a str,
+}
+
+/// `add_friend`, `accept_friend`, `delete_friend`.
+#[derive(Serialize)]
+pub struct PairReply<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub status: &'a str,
+    pub user_id: &'a str,
+    pub friend_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<&'a str>,
+}
+
+/// A message as `receive_message` and `get_unread_messages` carry it.
+#[derive(Serialize)]
+pub struct MessageReply<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub status: &'a str,
+    pub send_id: &'a str,
+    pub receiver_id: &'a str,
+    pub chat_type: &'a str,
+    pub message_body: &'a str,
+    pub message_type: &'a str,
+    pub file_path: &'a str,
+    pub message_timestamp: &'a str,
+}
+
+impl<'a> MessageReply<'a> {
+    pub fn new(kind: &'a str, m: &'a MessageRow) -> Self {
+        MessageReply {
+            kind,
+            status: "success",
+            send_id: &m.sender_id,
+            receiver_id: &m.receiver_id,
+            chat_type: &m.chat_type,
+            message_body: &m.body,
+            message_type: &m.message_type,
+            file_path: &m.file_path,
+            message_timestamp: &m.timestamp,
+        }
+    }
+}
+
+/// Serialises `value` as one frame appended to `out`.
+pub fn write_frame<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    crate::frame::encode_with(out, |buf| {
+        // Serialising plain structs of strings into a Vec cannot fail; fall back to an
+        // error object rather than panic if it ever did.
+        if serde_json::to_writer(&mut *buf, value).is_err() {
+            buf.extend_from_slice(br#"{"type":"error","status":"error","message":"internal"}"#);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Frames as the Qt client writes them: 4-space indents, sorted keys, trailing newline.
+    fn qt(v: Value) -> Vec<u8> {
+        let mut s = serde_json::to_string_pretty(&v).unwrap();
+        s.push('\n');
+        s.into_bytes()
+    }
+
+    fn ok(v: Value) -> Request {
+        parse(&qt(v), &Limits::default()).unwrap()
+    }
+
+    fn bad(v: Value) -> BadRequest {
+        parse(&qt(v), &Limits::default()).unwrap_err()
+    }
+
+    #[test]
+    fn parses_every_request_type() {
+        assert_eq!(
+            ok(
+                json!({"type":"register","user_phone":"13800000001","user_name":"小红","user_password":"pw"})
+            ),
+            Request::Register {
+                phone: "13800000001".into(),
+                name: "小红".into(),
+                password: "pw".into()
+            }
+        );
+        assert_eq!(
+            ok(json!({"type":"login","user_id":"13800000001","user_password":"pw"})),
+            Request::Login {
+                user_id: "13800000001".into(),
+                password: "pw".into()
+            }
+        );
+        for t in ["get_unread_messages", "chatting", "friends"] {
+            let r = ok(json!({"type": t, "user_id": "1"}));
+            assert_eq!(r.kind(), t);
+            assert_eq!(r.acting_user(), Some("1"));
+        }
+        assert_eq!(
+            ok(json!({"type":"search_user","user_id":"1","search_id":"2"})),
+            Request::SearchUser {
+                user_id: "1".into(),
+                search_id: "2".into()
+            }
+        );
+        for t in ["add_friend", "accept_friend", "delete_friend"] {
+            let r = ok(json!({"type": t, "user_id": "1", "friend_id": "2"}));
+            assert_eq!(r.kind(), t);
+        }
+        let r = ok(
+            json!({"type":"send_message","send_id":"1","receiver_id":"2","chat_type":"friend",
+            "message_body":"hi","message_type":"text","file_path":" ","message_timestamp":"2026-01-02 03:04:05"}),
+        );
+        assert_eq!(r.acting_user(), Some("1"));
+        let r = ok(
+            json!({"type":"update_chat","user_id":"1","comm_id":"2","chat_type":"friend",
+            "last_message":"hi","last_message_type":"text","last_time":"2026-01-02 03:04:05",
+            "unread_count":0,"chat_status":"chatting"}),
+        );
+        match r {
+            Request::UpdateChat { update, .. } => assert_eq!(update.unread_count, 0),
+            _ => panic!(),
+        }
+    }
+
+    #[test]
+    fn numbers_are_accepted_where_strings_are_expected() {
+        let r = ok(json!({"type":"login","user_id":13800000001u64,"user_password":"pw"}));
+        assert_eq!(r.acting_user(), None);
+        let r = ok(
+            json!({"type":"update_chat","user_id":"1","comm_id":"2","chat_type":"friend",
+            "last_message":"","last_message_type":"","last_time":"2026-01-02 03:04:05",
+            "unread_count":"3","chat_status":"close"}),
+        );
+        assert!(matches!(r, Request::UpdateChat { update, .. } if update.unread_count == 3));
+    }
+
+    #[test]
+    fn refuses_bad_fields_with_the_request_type() {
+        let e =
+            bad(json!({"type":"register","user_phone":"12ab","user_name":"x","user_password":"p"}));
+        assert_eq!(e.kind, "register");
+        assert!(e.message.contains("digits"));
+        let e = bad(
+            json!({"type":"register","user_phone":"1234567890123","user_name":"x","user_password":"p"}),
+        );
+        assert!(e.message.contains("digits"));
+        let e = bad(json!({"type":"login","user_id":"1"}));
+        assert!(e.message.contains("user_password"));
+        let e = bad(json!({"type":"login","user_id":"123456789012345678901","user_password":"p"}));
+        assert!(e.message.contains("longer"));
+        let e = bad(
+            json!({"type":"send_message","send_id":"1","receiver_id":"2","chat_type":"friend",
+            "message_body":"hi","message_type":"vedio","file_path":" ","message_timestamp":"2026-01-02 03:04:05"}),
+        );
+        assert!(e.message.contains("message_type"));
+        let e = bad(
+            json!({"type":"send_message","send_id":"1","receiver_id":"2","chat_type":"friend",
+            "message_body":"hi","message_type":"text","file_path":" ","message_timestamp":"yesterday"}),
+        );
+        assert!(e.message.contains("message_timestamp"));
+        let e = bad(
+            json!({"type":"send_message","send_id":"1","receiver_id":"2","chat_type":"group",
+            "message_body":"hi","message_type":"text","file_path":" ","message_timestamp":"2026-01-02 03:04:05"}),
+        );
+        assert!(e.message.contains("group"));
+        let e = bad(
+            json!({"type":"update_chat","user_id":"1","comm_id":"2","chat_type":"friend",
+            "last_message":"","last_message_type":"text","last_time":"2026-01-02 03:04:05",
+            "unread_count":-1,"chat_status":"chatting"}),
+        );
+        assert!(e.message.contains("unread_count"));
+        let e = bad(json!({"type":"group_text"}));
+        assert_eq!(e.kind, "group_text");
+    }
+
+    #[test]
+    fn body_limit_is_configurable() {
+        let v = json!({"type":"send_message","send_id":"1","receiver_id":"2","chat_type":"friend",
+            "message_body":"0123456789","message_type":"text","file_path":" ","message_timestamp":"2026-01-02 03:04:05"});
+        assert!(parse(&qt(v.clone()), &Limits { max_body: 10 }).is_ok());
+        assert!(parse(&qt(v), &Limits { max_body: 9 }).is_err());
+    }
+
+    #[test]
+    fn invalid_utf8_and_json_are_refused() {
+        assert_eq!(
+            parse(&[0xff, 0xfe], &Limits::default()).unwrap_err().kind,
+            "error"
+        );
+        assert!(parse(b"{\"type\":", &Limits::default())
+            .unwrap_err()
+            .message
+            .contains("JSON"));
+        assert!(parse(b"[1,2]", &Limits::default()).is_err());
+        assert!(parse(b"{\"type\":3}", &Limits::default()).is_err());
+    }
+
+    #[test]
+    fn reply_shapes_are_all_strings() {
+        let p = Profile {
+            user_id: "1".into(),
+            phone: "1".into(),
+            name: "n".into(),
+            email: "1@an.com".into(),
+            avatar: "/default.jpg".into(),
+            status: "inactive".into(),
+            created: "2026-01-01 00:00:00".into(),
+        };
+        let mut out = Vec::new();
+        write_frame(&mut out, &[ProfileReply::new("login", &p)]);
+        let v: Value = serde_json::from_slice(&out[4..]).unwrap();
+        let obj = v.as_array().unwrap()[0].as_object().unwrap();
+        assert!(obj.values().all(Value::is_string));
+        assert!(!obj.contains_key("user_password"));
+        assert_eq!(obj["type"], "login");
+        let c = ChatReply {
+            kind: "chatting",
+            status: "success",
+            comm_id: "2",
+            chat_type: "friend",
+            last_message: "hi",
+            last_message_type: "text",
+            last_time: "t",
+            unread_count: 3.to_string(),
+            chat_status: "chatting",
+            user_name: "n",
+            user_avatar: "a",
+        };
+        let mut out = Vec::new();
+        write_frame(&mut out, &[c]);
+        let v: Value = serde_json::from_slice(&out[4..]).unwrap();
+        assert_eq!(v[0]["unread_count"], "3");
+        assert_eq!(
+            u32::from_be_bytes([out[0], out[1], out[2], out[3]]) as usize,
+            out.len() - 4
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! Load generation for corechat (see perf/README.md).

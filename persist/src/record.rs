@@ -1,0 +1,71 @@
+//! Write records: the only way state changes reach the database.
+//!
+//! A shard turns every change it makes in memory into one or more records and pushes them,
+//! in order, into the persistence queue. The queue is FIFO and shared by all shards, so a
+//! record pushed after receiving a mesh message is always written after the records the
+//! sending shard pushed before it sent that message: cross-shard cause and effect survive.
+
+use crate::model::{ChatRow, MessageRow, MessageStatus, RelationRow, UserRow};
+
+/// One change to the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteRecord {
+    InsertUser(UserRow),
+    /// Replace a stored password (a legacy plaintext one by its argon2id hash).
+    SetPassword {
+        user_id: String,
+        password: String,
+    },
+    UpsertRelation(RelationRow),
+    DeleteRelation {
+        user_id: String,
+        friend_id: String,
+    },
+    UpsertChat(ChatRow),
+    DeleteChat {
+        user_id: String,
+        comm_id: String,
+    },
+    InsertMessage(MessageRow),
+    /// Set the status of the given messages.
+    SetMessageStatus {
+        ids: Vec<u64>,
+        status: MessageStatus,
+    },
+    /// Every `received` message from `sender_id` to `receiver_id` becomes `read`.
+    MarkConversationRead {
+        receiver_id: String,
+        sender_id: String,
+    },
+    /// Every message between the two users, either way, becomes `delete`.
+    MarkConversationDeleted {
+        a: String,
+        b: String,
+    },
+}
+
+/// Who to tell once the record is durable: a shard index and a token that shard chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub shard: usize,
+    pub token: u64,
+}
+
+/// A record as it travels through the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub record: WriteRecord,
+    pub ack: Option<Ack>,
+}
+
+impl Envelope {
+    pub fn new(record: WriteRecord) -> Self {
+        Envelope { record, ack: None }
+    }
+    pub fn acked(record: WriteRecord, ack: Ack) -> Self {
+        Envelope {
+            record,
+            ack: Some(ack),
+        }
+    }
+}

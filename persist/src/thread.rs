@@ -1,0 +1,495 @@
+//! The persistence thread: drains the [`PersistQueue`] in batches, writes each batch in one
+//! transaction, and only then acknowledges the records that asked for it.
+//!
+//! Batching is what makes durability affordable: the fsync of a commit is paid once for up to
+//! [`BatchConfig::max_batch`] records. Under load the queue fills while a commit runs, so the
+//! next batch is naturally larger; when idle, a record is written as soon as it arrives (the
+//! default [`BatchConfig::linger`] is zero), so latency stays low.
+//!
+//! The thread never drops a record. If the backend fails, it keeps retrying the same batch
+//! with exponential backoff; meanwhile the queue fills up and the shards stop admitting new
+//! writes ("server busy"), which is the intended back-pressure. Acknowledgements are sent only
+//! after a successful commit, so a client is never told a message is stored when it is not.
+
+use std::sync::atomic::Ordering;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crate::backend::Backend;
+use crate::queue::PersistQueue;
+use crate::record::{Ack, WriteRecord};
+
+/// The first pause after a failed write; doubled after each further failure.
+const BACKOFF_START: Duration = Duration::from_millis(10);
+/// The longest pause between two attempts: long enough not to hammer a database that is down,
+/// short enough that writing resumes soon after it comes back.
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// How the persistence thread forms batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchConfig {
+    /// The most records written in one transaction (at least 1 is used).
+    pub max_batch: usize,
+    /// How long to wait for more records before writing a batch that is not full. Zero (the
+    /// default) writes at once: batches then grow only when records arrive during a commit.
+    pub linger: Duration,
+    /// How long to sleep when the queue is empty before looking again. A push wakes the
+    /// thread earlier; this only bounds the cost of a missed wake-up.
+    pub idle_wait: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_batch: 4096,
+            linger: Duration::ZERO,
+            idle_wait: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Starts the persistence thread, named `corechat-persist`. It runs until
+/// [`PersistQueue::close`] has been called and everything queued has been committed.
+pub fn spawn(
+    backend: Box<dyn Backend>,
+    queue: PersistQueue,
+    config: BatchConfig,
+) -> std::io::Result<JoinHandle<()>> {
+    thread::Builder::new()
+        .name("corechat-persist".into())
+        .spawn(move || Writer::new(backend, queue, config).run())
+}
+
+/// The state of the persistence thread.
+struct Writer {
+    backend: Box<dyn Backend>,
+    queue: PersistQueue,
+    config: BatchConfig,
+    /// The batch being written. Built once per batch and retried as is: a retry sends exactly
+    /// the same records in the same order.
+    records: Vec<WriteRecord>,
+    /// The acknowledgements owed for `records`, delivered only after they commit.
+    acks: Vec<Ack>,
+    /// Which shards received tokens from the current batch, so each is woken once.
+    touched: Vec<bool>,
+    /// True while the backend is failing; used to log once per change of state.
+    degraded: bool,
+}
+
+impl Writer {
+    fn new(backend: Box<dyn Backend>, queue: PersistQueue, config: BatchConfig) -> Self {
+        let config = BatchConfig {
+            max_batch: config.max_batch.max(1),
+            ..config
+        };
+        let shards = queue.shards();
+        Writer {
+            backend,
+            queue,
+            records: Vec::with_capacity(config.max_batch.min(65_536)),
+            acks: Vec::new(),
+            touched: vec![false; shards],
+            config,
+            degraded: false,
+        }
+    }
+
+    fn run(mut self) {
+        self.queue.register_consumer(thread::current());
+        ftlog::info!(
+            "persistence: writing to {} (batches of up to {} records)",
+            self.backend.describe(),
+            self.config.max_batch
+        );
+        loop {
+            self.records.clear();
+            self.acks.clear();
+            self.fill();
+            if self.records.is_empty() {
+                if self.queue.is_closing() && self.queue.is_empty() {
+                    break;
+                }
+                // A push or close() unparks us; an unpark that came before this call makes it
+                // return at once, so no wake-up is lost.
+                thread::park_timeout(self.config.idle_wait);
+                continue;
+            }
+            self.linger();
+            self.write_until_committed();
+            self.deliver_acks();
+        }
+        ftlog::info!("persistence: queue closed and drained, thread exits");
+    }
+
+    /// Pops records until the batch is full or the queue is empty.
+    fn fill(&mut self) {
+        while self.records.len() < self.config.max_batch {
+            let Some(env) = self.queue.pop() else { break };
+            self.records.push(env.record);
+            if let Some(ack) = env.ack {
+                self.acks.push(ack);
+            }
+        }
+    }
+
+    /// With a non-zero linger, waits up to that long for a partial batch to fill, trading a
+    /// little latency for fewer commits. Skipped when shutting down.
+    fn linger(&mut self) {
+        if self.config.linger.is_zero() {
+            return;
+        }
+        let deadline = Instant::now() + self.config.linger;
+        while self.records.len() < self.config.max_batch && !self.queue.is_closing() {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            thread::park_timeout(deadline - now);
+            self.fill();
+        }
+    }
+
+    /// Writes the current batch, retrying with backoff until it commits.
+    fn write_until_committed(&mut self) {
+        let mut backoff = BACKOFF_START;
+        let mut failures: u64 = 0;
+        loop {
+            match self.backend.write_batch(&self.records) {
+                Ok(()) => break,
+                Err(err) => {
+                    failures += 1;
+                    let stats = self.queue.stats();
+                    stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                    if !self.degraded {
+                        self.degraded = true;
+                        stats.degraded.store(true, Ordering::Release);
+                        ftlog::error!(
+                            "persistence: writing a batch of {} records to {} failed: {err}; retrying",
+                            self.records.len(),
+                            self.backend.describe()
+                        );
+                    }
+                    thread::sleep(backoff);
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    if let Err(err) = self.backend.reset() {
+                        // Expected while the database is down; the next attempt will tell.
+                        ftlog::debug!(
+                            "persistence: reset of {} failed: {err}",
+                            self.backend.describe()
+                        );
+                    }
+                }
+            }
+        }
+        let stats = self.queue.stats();
+        if self.degraded {
+            self.degraded = false;
+            stats.degraded.store(false, Ordering::Release);
+            ftlog::info!(
+                "persistence: {} is writing again (batch committed after {failures} failed attempts)",
+                self.backend.describe()
+            );
+        }
+        stats.committed_batches.fetch_add(1, Ordering::Relaxed);
+        stats
+            .committed_records
+            .fetch_add(self.records.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Hands each token of the committed batch to its shard, then wakes each such shard once.
+    fn deliver_acks(&mut self) {
+        if self.acks.is_empty() {
+            return;
+        }
+        let shards = self.touched.len();
+        let mut stray = 0usize;
+        for ack in &self.acks {
+            if ack.shard < shards {
+                self.queue.acks(ack.shard).push(ack.token);
+                self.touched[ack.shard] = true;
+            } else {
+                stray += 1;
+            }
+        }
+        for (shard, touched) in self.touched.iter_mut().enumerate() {
+            if std::mem::take(touched) {
+                self.queue.acks(shard).notify();
+            }
+        }
+        if stray > 0 {
+            // A bug in a shard, not in the data: the records are committed all the same.
+            ftlog::warn!(
+                "persistence: {stray} acknowledgements named a shard >= {shards}; dropped"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::sqlite::SqliteBackend;
+    use crate::backend::{LoadSummary, Loaded};
+    use crate::model::{MessageRow, MessageStatus, UserRow};
+    use crate::queue::AckSink;
+    use crate::record::Envelope;
+    use crate::PersistError;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Waker};
+
+    fn user(id: &str) -> WriteRecord {
+        WriteRecord::InsertUser(UserRow {
+            user_id: id.into(),
+            password: "pw".into(),
+            phone: id.into(),
+            name: id.into(),
+            email: format!("{id}@an.com"),
+            avatar: "/default.jpg".into(),
+            status: "inactive".into(),
+            created: "2024-01-02 03:04:05".into(),
+        })
+    }
+
+    fn message(id: u64) -> WriteRecord {
+        WriteRecord::InsertMessage(MessageRow {
+            message_id: id,
+            sender_id: "a".into(),
+            receiver_id: "b".into(),
+            chat_type: "friend".into(),
+            body: format!("m{id}"),
+            message_type: "text".into(),
+            file_path: " ".into(),
+            status: MessageStatus::Send,
+            timestamp: "2024-01-02 03:04:05".into(),
+        })
+    }
+
+    /// Collects `n` tokens from `sink`, failing the test after 10 s.
+    fn wait_tokens(sink: &AckSink, n: usize) -> Vec<u64> {
+        let mut cx = Context::from_waker(Waker::noop());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut out = Vec::new();
+        while out.len() < n {
+            let _ = sink.poll_drain(&mut cx, &mut out);
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} acks arrived",
+                out.len()
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+        out
+    }
+
+    fn push(queue: &PersistQueue, env: Envelope) {
+        queue.push(env).expect("queue has room");
+    }
+
+    #[test]
+    fn default_config() {
+        let c = BatchConfig::default();
+        assert_eq!(c.max_batch, 4096);
+        assert_eq!(c.linger, Duration::ZERO);
+        assert_eq!(c.idle_wait, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn sqlite_writes_are_acknowledged_then_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = SqliteBackend::open(dir.path()).unwrap();
+        let queue = PersistQueue::new(1024, 2);
+        let handle = spawn(
+            Box::new(backend),
+            queue.clone(),
+            BatchConfig {
+                max_batch: 7,
+                linger: Duration::from_millis(2),
+                idle_wait: Duration::from_millis(5),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            handle.thread().name(),
+            Some("corechat-persist"),
+            "the thread is named for ps/top and logs"
+        );
+
+        push(
+            &queue,
+            Envelope::acked(user("a"), Ack { shard: 0, token: 1 }),
+        );
+        push(&queue, Envelope::new(user("b")));
+        for id in 1..=50u64 {
+            let ack = Ack {
+                shard: (id % 2) as usize,
+                token: 100 + id,
+            };
+            push(&queue, Envelope::acked(message(id), ack));
+        }
+        // An out-of-range shard must be skipped, not crash the thread.
+        push(
+            &queue,
+            Envelope::acked(message(51), Ack { shard: 9, token: 9 }),
+        );
+
+        let mut shard0 = wait_tokens(queue.acks(0), 26);
+        let mut shard1 = wait_tokens(queue.acks(1), 25);
+        shard0.sort_unstable();
+        shard1.sort_unstable();
+        let mut expect0 = vec![1];
+        expect0.extend((2..=50).step_by(2).map(|id| 100 + id));
+        let expect1: Vec<u64> = (1..=49).step_by(2).map(|id| 100 + id).collect();
+        assert_eq!(shard0, expect0);
+        assert_eq!(shard1, expect1);
+
+        queue.close();
+        handle.join().unwrap();
+        let stats = queue.stats();
+        assert_eq!(stats.committed_records.load(Ordering::Relaxed), 53);
+        assert!(stats.committed_batches.load(Ordering::Relaxed) >= 53 / 7);
+        assert_eq!(stats.failed_attempts.load(Ordering::Relaxed), 0);
+        assert!(!stats.degraded.load(Ordering::Relaxed));
+
+        let mut backend = SqliteBackend::open(dir.path()).unwrap();
+        let mut ids = Vec::new();
+        let summary = backend
+            .load(&mut |l| {
+                if let Loaded::Undelivered(m) = l {
+                    ids.push(m.message_id);
+                }
+            })
+            .unwrap();
+        assert_eq!(summary.users, 2);
+        assert_eq!(summary.max_message_id, 51);
+        assert_eq!(ids, (1..=51).collect::<Vec<_>>());
+    }
+
+    /// What the fake backend saw.
+    #[derive(Debug, Default)]
+    struct FakeLog {
+        attempts: u32,
+        resets: u32,
+        /// Every batch that "committed", in order.
+        committed: Vec<Vec<WriteRecord>>,
+        /// Sizes of all batches offered, failed ones included.
+        offered: Vec<usize>,
+        /// Tokens found in the ack sink while the batch was still failing.
+        early_acks: usize,
+        /// Whether the queue was flagged degraded during the second failing attempt.
+        degraded_seen: bool,
+    }
+
+    /// Fails the first `fail_first` write attempts, then succeeds.
+    struct FakeBackend {
+        fail_first: u32,
+        log: Arc<Mutex<FakeLog>>,
+        queue: PersistQueue,
+    }
+
+    impl Backend for FakeBackend {
+        fn load(&mut self, _sink: &mut dyn FnMut(Loaded)) -> Result<LoadSummary, PersistError> {
+            Ok(LoadSummary::default())
+        }
+
+        fn write_batch(&mut self, batch: &[WriteRecord]) -> Result<(), PersistError> {
+            let mut log = self.log.lock().unwrap();
+            log.attempts += 1;
+            log.offered.push(batch.len());
+            if log.attempts <= self.fail_first {
+                let mut early = Vec::new();
+                let _ = self
+                    .queue
+                    .acks(0)
+                    .poll_drain(&mut Context::from_waker(Waker::noop()), &mut early);
+                log.early_acks += early.len();
+                if log.attempts == 2 {
+                    log.degraded_seen = self.queue.stats().degraded.load(Ordering::Acquire);
+                }
+                return Err(PersistError::BadData("injected failure".into()));
+            }
+            log.committed.push(batch.to_vec());
+            Ok(())
+        }
+
+        fn reset(&mut self) -> Result<(), PersistError> {
+            self.log.lock().unwrap().resets += 1;
+            Err(PersistError::BadData("reset fails too".into()))
+        }
+
+        fn describe(&self) -> String {
+            "fake".into()
+        }
+    }
+
+    #[test]
+    fn a_failing_batch_is_retried_and_committed_exactly_once() {
+        let queue = PersistQueue::new(256, 1);
+        let log = Arc::new(Mutex::new(FakeLog::default()));
+        let records: Vec<WriteRecord> = (1..=5).map(message).collect();
+        // Queued before the thread starts, so that they form one batch.
+        for (i, r) in records.iter().enumerate() {
+            let ack = Ack {
+                shard: 0,
+                token: i as u64,
+            };
+            push(&queue, Envelope::acked(r.clone(), ack));
+        }
+        let backend = FakeBackend {
+            fail_first: 2,
+            log: log.clone(),
+            queue: queue.clone(),
+        };
+        let handle = spawn(Box::new(backend), queue.clone(), BatchConfig::default()).unwrap();
+
+        let mut tokens = wait_tokens(queue.acks(0), 5);
+        tokens.sort_unstable();
+        assert_eq!(tokens, vec![0, 1, 2, 3, 4]);
+        queue.close();
+        handle.join().unwrap();
+
+        let log = log.lock().unwrap();
+        assert_eq!(log.attempts, 3);
+        assert_eq!(log.resets, 2, "reset after each failure, its error ignored");
+        assert_eq!(log.offered, vec![5, 5, 5], "the same batch is retried");
+        assert_eq!(log.committed, vec![records], "committed once, in order");
+        assert_eq!(log.early_acks, 0, "no ack before the commit");
+        assert!(log.degraded_seen);
+        let stats = queue.stats();
+        assert_eq!(stats.failed_attempts.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.committed_batches.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.committed_records.load(Ordering::Relaxed), 5);
+        assert!(!stats.degraded.load(Ordering::Relaxed), "recovered");
+    }
+
+    #[test]
+    fn close_drains_everything_in_batches_of_max_batch() {
+        let queue = PersistQueue::new(256, 1);
+        let log = Arc::new(Mutex::new(FakeLog::default()));
+        let records: Vec<WriteRecord> = (1..=5).map(message).collect();
+        for r in &records {
+            push(&queue, Envelope::new(r.clone()));
+        }
+        queue.close();
+        let backend = FakeBackend {
+            fail_first: 0,
+            log: log.clone(),
+            queue: queue.clone(),
+        };
+        let config = BatchConfig {
+            max_batch: 2,
+            linger: Duration::from_secs(60),
+            idle_wait: Duration::from_millis(5),
+        };
+        // Closed before it even started: it must still write everything, without lingering.
+        let started = Instant::now();
+        spawn(Box::new(backend), queue.clone(), config)
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(30));
+        let log = log.lock().unwrap();
+        assert_eq!(log.offered, vec![2, 2, 1]);
+        assert_eq!(log.committed.concat(), records);
+        assert!(queue.is_empty());
+    }
+}
