@@ -49,7 +49,7 @@ export PATH="$PATH:/usr/sbin:/sbin"
 if ! command -v mariadbd >/dev/null 2>&1 || ! command -v mariadb >/dev/null 2>&1; then
     log "installing mariadb-server and mariadb-client"
     export DEBIAN_FRONTEND=noninteractive
-    "${SUDO[@]}" apt-get update -q >&2
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
     # The package's postinst tries to start the server through init scripts; without systemd
     # that may fail harmlessly, and the server is started below anyway. policy-rc.d stops it
     # from trying at all, so the install neither hangs nor leaves a second server behind.
@@ -60,7 +60,8 @@ if ! command -v mariadbd >/dev/null 2>&1 || ! command -v mariadb >/dev/null 2>&1
         "${SUDO[@]}" chmod +x "$POLICY"
         ADDED_POLICY=1
     fi
-    "${SUDO[@]}" apt-get install -y -q --no-install-recommends mariadb-server mariadb-client >&2
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends mariadb-server mariadb-client >&2
     if [ "$ADDED_POLICY" = 1 ]; then
         "${SUDO[@]}" rm -f "$POLICY"
     fi
@@ -93,8 +94,8 @@ else
     "${SUDO[@]}" touch "$LOGFILE"
     "${SUDO[@]}" chown mysql:mysql "$LOGFILE"
     log "starting mariadbd (log: $LOGFILE)"
-    # --no-defaults-like isolation is not used on purpose: Debian's /etc/mysql config only sets
-    # paths and charsets; everything that matters here is given explicitly and wins.
+    # Debian's /etc/mysql files are still read (they only set paths and charsets); everything
+    # that matters here is given on the command line, which wins over them.
     "${SUDO[@]}" setsid mariadbd \
         --user=mysql \
         --datadir="$DATADIR" \

@@ -1383,13 +1383,23 @@ impl Backend for MysqlBackend {
         }
         let ops = plan(batch);
         let budget = self.param_budget;
-        let conn = self.conn()?;
-        let mut tx = conn.start_transaction(TxOpts::default())?;
-        execute(&mut tx, &ops, budget)?;
-        // If the answer to COMMIT is lost, the thread retries the whole batch: every
-        // statement above is idempotent, so the retry neither fails nor duplicates.
-        tx.commit()?;
-        Ok(())
+        let result = (|| {
+            let conn = self.conn()?;
+            let mut tx = conn.start_transaction(TxOpts::default())?;
+            execute(&mut tx, &ops, budget)?;
+            // If the answer to COMMIT is lost, the thread retries the whole batch: every
+            // statement above is idempotent, so the retry neither fails nor duplicates.
+            tx.commit()?;
+            Ok(())
+        })();
+        if result.is_err() {
+            // The transaction was rolled back when dropped (or died with its connection).
+            // Whatever the cause, the connection's state cannot be trusted any more: the next
+            // call opens a new one, even if the caller does not call `reset` first.
+            self.conn = None;
+            self.connection_id.set(None);
+        }
+        result
     }
 
     /// Drops the connection and opens a new one: after a failed batch the old connection may
