@@ -132,6 +132,15 @@ pub struct Options {
     #[arg(long, value_name = "N")]
     pub argon2_passes: Option<u32>,
 
+    /// Address of the admin HTTP listener serving /metrics (Prometheus) and /latency (.hgrm),
+    /// or "off" [default: 127.0.0.1:9100]
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<String>,
+
+    /// Log a latency report every this many seconds (0: never) [default: 0]
+    #[arg(long, value_name = "SECONDS")]
+    pub report_interval: Option<u64>,
+
     /// Seconds a verified password is remembered (in memory, as a keyed digest) so a repeat
     /// login skips argon2; 0 disables it [default: 3600]
     #[arg(long, value_name = "SECONDS")]
@@ -167,6 +176,8 @@ pub struct Config {
     pub argon2_memory_kib: u32,
     pub argon2_passes: u32,
     pub credential_cache_ttl: Duration,
+    pub admin: Option<SocketAddr>,
+    pub report_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,6 +266,8 @@ impl Options {
             argon2_memory_kib: self.argon2_memory_kib.or(other.argon2_memory_kib),
             argon2_passes: self.argon2_passes.or(other.argon2_passes),
             credential_cache_ttl: self.credential_cache_ttl.or(other.credential_cache_ttl),
+            admin: self.admin.or(other.admin),
+            report_interval: self.report_interval.or(other.report_interval),
         }
     }
 
@@ -296,6 +309,13 @@ impl Options {
                 ))
             }
             other => other,
+        };
+        let admin = match self.admin.as_deref().unwrap_or("127.0.0.1:9100") {
+            "off" | "" => None,
+            a => Some(
+                a.parse()
+                    .map_err(|e| invalid("admin", format!("{a:?} is not an address: {e}")))?,
+            ),
         };
         let max_frame = positive(self.max_frame, 1 << 20, "max-frame")?;
         let max_message = positive(self.max_message, 64 * 1024, "max-message")?;
@@ -343,6 +363,11 @@ impl Options {
             argon2_memory_kib,
             argon2_passes,
             credential_cache_ttl: Duration::from_secs(self.credential_cache_ttl.unwrap_or(3600)),
+            admin,
+            report_interval: match self.report_interval.unwrap_or(0) {
+                0 => None,
+                s => Some(Duration::from_secs(s)),
+            },
         })
     }
 }
@@ -367,6 +392,11 @@ mod tests {
         assert_eq!(c.max_frame, 1 << 20);
         assert_eq!(c.max_sessions, 4);
         assert!(c.database.is_none());
+        assert_eq!(
+            c.admin.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:9100")
+        );
+        assert!(c.report_interval.is_none());
     }
 
     #[test]
@@ -375,7 +405,7 @@ mod tests {
         let path = dir.path().join("c.toml");
         std::fs::write(
             &path,
-            "listen = \"127.0.0.1:1\"\nshards = 3\nno-pin = true\n",
+            "listen = \"127.0.0.1:1\"\nshards = 3\nno-pin = true\nadmin = \"off\"\n",
         )
         .unwrap();
         let o = Options::parse_from([
@@ -389,6 +419,7 @@ mod tests {
         assert_eq!(c.shards, 2);
         assert_eq!(c.listen.port(), 1);
         assert!(!c.pin);
+        assert!(c.admin.is_none());
     }
 
     #[test]

@@ -20,6 +20,7 @@ use corechat_shards::{CallOp, CallReply, Handoff, MeshMsg};
 use crate::auth::Verdict;
 use crate::connection::{CloseReason, Conn};
 use crate::frame::{FrameDecoder, FrameError};
+use crate::metrics::Counters;
 use crate::protocol::{
     self, now_timestamp, write_frame, BadRequest, ChatReply, FriendReply, MessageReply,
     OutgoingMessage, ProfileReply, RegisterReply, Request, Status,
@@ -59,7 +60,7 @@ pub async fn serve(shard: Rc<Shard>, conn: Rc<Conn>, leftover: Vec<u8>) {
             let flow = match frame {
                 Ok(req) => Box::pin(handle(&shard, &conn, req, started, &mut dec)).await,
                 Err(bad) => {
-                    reply_bad(&conn, &bad);
+                    reply_bad(&shard, &conn, &bad);
                     Flow::Continue
                 }
             };
@@ -91,7 +92,8 @@ pub async fn serve(shard: Rc<Shard>, conn: Rc<Conn>, leftover: Vec<u8>) {
     );
 }
 
-fn reply_bad(conn: &Conn, bad: &BadRequest) {
+fn reply_bad(shard: &Shard, conn: &Conn, bad: &BadRequest) {
+    Counters::inc(&shard.metrics.counters.bad_requests);
     conn.send(|out| write_frame(out, &Status::error(&bad.kind, &bad.message)));
 }
 
@@ -264,6 +266,7 @@ async fn login(
     dec: &mut FrameDecoder,
 ) -> Flow {
     let fail = |m: &str| {
+        Counters::inc(&shard.metrics.counters.login_failures);
         conn.send(|o| write_frame(o, &[Status::error("login", m)]));
         shard.metrics.record_service("login", started.elapsed());
         Flow::Continue
@@ -578,8 +581,10 @@ async fn send_message(shard: &Rc<Shard>, conn: &Rc<Conn>, m: OutgoingMessage, st
         return reply_error(conn, K, &e.to_string());
     }
     if !shard.admit() {
+        Counters::inc(&shard.metrics.counters.busy);
         return reply_error(conn, K, BUSY);
     }
+    Counters::inc(&shard.metrics.counters.messages);
     let msg = MessageRow {
         message_id: shard.next_message_id(),
         sender_id: m.send_id,

@@ -16,6 +16,7 @@
 //! | passwords | [`auth`] |
 //! | start and stop | [`runtime`] |
 
+pub mod admin;
 pub mod anonymous;
 pub mod auth;
 pub mod client;

@@ -60,8 +60,12 @@ fn main() -> ExitCode {
         Some(_) => "mysql".to_string(),
         None => format!("embedded store in {}", cfg.data_dir.display()),
     };
+    let admin = match server.admin_addr {
+        Some(a) => format!("; admin on http://{a}"),
+        None => String::new(),
+    };
     println!(
-        "corechat ready on {} ({} shards, {store})",
+        "corechat ready on {} ({} shards, {store}{admin})",
         server.addr, cfg.shards
     );
     let _ = std::io::stdout().flush();

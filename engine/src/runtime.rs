@@ -22,9 +22,11 @@ use corechat_persist::{BatchConfig, Loaded, PersistQueue, StoreConfig};
 use corechat_shards::state::Profile;
 use corechat_shards::{shard_of, Mesh, MeshMsg, ShardState};
 
+use crate::admin::Admin;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::connection::CloseReason;
+use crate::metrics::Registry;
 use crate::shard::{Shard, ShardInit};
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +52,10 @@ pub enum ServerError {
 /// A running server, for the binary and for tests that embed it.
 pub struct Server {
     pub addr: SocketAddr,
+    /// Where `/metrics` and `/latency` are served, unless the admin listener is off.
+    pub admin_addr: Option<SocketAddr>,
+    admin: Option<Admin>,
+    reporter: Option<std::thread::JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     shards: Vec<glommio::ExecutorJoinHandle<Result<(), String>>>,
     persist: PersistQueue,
@@ -132,7 +138,26 @@ impl Server {
             source,
         })?;
 
+        let registry = Arc::new(Registry::new(n, queue.clone()));
+        let admin = match cfg.admin {
+            Some(a) => Some(
+                Admin::start(a, registry.clone())
+                    .map_err(|source| ServerError::Listen { addr: a, source })?,
+            ),
+            None => None,
+        };
         let stop = Arc::new(AtomicBool::new(false));
+        let reporter = match cfg.report_interval {
+            Some(every) => Some(
+                crate::admin::spawn_reporter(every, registry.clone(), stop.clone()).map_err(
+                    |source| ServerError::Start {
+                        what: "the latency reporter",
+                        source,
+                    },
+                )?,
+            ),
+            None => None,
+        };
         let mesh: MeshBuilder<MeshMsg, _> = MeshBuilder::full(n, cfg.mesh_capacity);
         let cpus = crate::config::usable_cores();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<usize, String>>();
@@ -146,6 +171,7 @@ impl Server {
                 persist: queue.clone(),
                 auth: auth.clone(),
                 max_message_id: summary.max_message_id,
+                registry: registry.clone(),
             };
             let placement = if cfg.pin {
                 Placement::Fixed(id % cpus)
@@ -179,6 +205,9 @@ impl Server {
         ftlog::info!("serving {addr} with {n} shards on {store_name}");
         Ok(Server {
             addr,
+            admin_addr: admin.as_ref().map(|a| a.addr),
+            admin,
+            reporter,
             stop,
             shards: handles,
             persist: queue,
@@ -205,6 +234,12 @@ impl Server {
         self.persist.close();
         if let Some(t) = self.persist_thread.take() {
             let _ = t.join();
+        }
+        if let Some(a) = self.admin.take() {
+            a.stop();
+        }
+        if let Some(r) = self.reporter.take() {
+            let _ = r.join();
         }
         ftlog::info!("stopped; every queued record was written");
         match failed {
@@ -249,6 +284,7 @@ async fn run_shard(
     glommio::spawn_local(shard.clone().run_acks()).detach();
     glommio::spawn_local(shard.clone().run_overflow()).detach();
     glommio::spawn_local(sweep_anonymous(shard.clone())).detach();
+    glommio::spawn_local(shard.clone().run_publisher()).detach();
 
     // SAFETY: a bound, listening TCP socket that this shard owns alone.
     let listener =
@@ -280,6 +316,7 @@ async fn run_shard(
     // Let the other shards finish their own drains before the mesh goes away.
     glommio::timer::sleep(Duration::from_millis(100)).await;
     mesh.close();
+    shard.publish();
     if shard.overflow_len() > 0 {
         return Err(format!(
             "{} records could not be queued before the deadline",

@@ -27,7 +27,7 @@ use crate::anonymous::Anonymous;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::connection::{CloseReason, Conn};
-use crate::metrics::Metrics;
+use crate::metrics::{Counters, Gauges, Metrics, Registry};
 use crate::protocol::{write_frame, Limits, MessageReply, PairReply, Status};
 
 /// A reply waiting for the persistence thread to commit what it depends on.
@@ -50,6 +50,7 @@ pub struct Shard {
     pub persist: PersistQueue,
     pub auth: Auth,
     pub metrics: Metrics,
+    registry: std::sync::Arc<Registry>,
     mesh: OnceCell<Rc<Mesh<MeshMsg>>>,
     next_conn: Cell<u64>,
     ids: RefCell<MessageIds>,
@@ -74,6 +75,7 @@ pub struct ShardInit {
     pub persist: PersistQueue,
     pub auth: Auth,
     pub max_message_id: u64,
+    pub registry: std::sync::Arc<Registry>,
 }
 
 impl Shard {
@@ -96,6 +98,7 @@ impl Shard {
             persist: init.persist,
             auth: init.auth,
             metrics: Metrics::new(),
+            registry: init.registry,
             mesh: OnceCell::new(),
             next_conn: Cell::new(1),
             ids: RefCell::new(MessageIds::new(init.max_message_id, init.id, init.shards)),
@@ -140,6 +143,29 @@ impl Shard {
         self.ids.borrow_mut().next_id()
     }
 
+    /// Publishes this shard's histograms and counters for reports, once a second.
+    pub async fn run_publisher(self: Rc<Self>) {
+        loop {
+            glommio::timer::sleep(Duration::from_secs(1)).await;
+            self.publish();
+        }
+    }
+
+    pub fn publish(&self) {
+        let mesh = self.mesh.get();
+        let gauges = Gauges {
+            connections: self.conns.borrow().len() as u64,
+            anonymous: self.anon.borrow().len() as u64,
+            users: self.state.borrow().user_count() as u64,
+            pending_acks: self.acks.borrow().len() as u64,
+            overflow: self.overflow.borrow().len() as u64,
+            mesh_backlog: mesh.map_or(0, |m| m.backlog() as u64),
+            mesh_sent: mesh.map_or(0, |m| m.stats.sent.get()),
+            mesh_received: mesh.map_or(0, |m| m.stats.received.get()),
+        };
+        self.metrics.publish(self.registry.slot(self.id), gauges);
+    }
+
     // ----- connections -----
 
     /// Registers a new connection on this shard (not logged in) and starts its writer.
@@ -147,6 +173,7 @@ impl Shard {
         let id = self.next_conn.get();
         self.next_conn.set(id + 1);
         let conn = Conn::new(id, stream, peer, self.cfg.max_outbound);
+        Counters::inc(&self.metrics.counters.accepted);
         self.conns.borrow_mut().insert(id, conn.clone());
         let evict = self
             .anon
@@ -406,6 +433,11 @@ impl Shard {
         let r = self.state.borrow_mut().deliver(msg.clone(), &mut out);
         match r {
             Ok(d) => {
+                let c = &self.metrics.counters;
+                Counters::inc(match d.sessions.is_empty() {
+                    true => &c.stored_offline,
+                    false => &c.delivered_live,
+                });
                 self.push_live(msg, &d.sessions, started, &mut out);
                 self.write(out, Some(ack));
             }
@@ -558,6 +590,7 @@ impl Shard {
             .add_session(user_id, conn.id, self.cfg.max_sessions);
         match r {
             Ok(()) => {
+                Counters::inc(&self.metrics.counters.logins);
                 *conn.user.borrow_mut() = Some(user_id.to_string());
                 self.anon.borrow_mut().remove(conn.id);
                 conn.set_keepalive(self.cfg.keepalive);
@@ -599,6 +632,7 @@ impl Shard {
             Ok(fd) => {
                 let mut h = make(fd);
                 h.leftover = leftover;
+                Counters::inc(&self.metrics.counters.handoffs);
                 mesh.send(owner, MeshMsg::Handoff(Box::new(h))).await;
                 true
             }

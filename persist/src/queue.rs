@@ -64,9 +64,64 @@ impl AckSink {
     }
 }
 
+/// Histograms of the persistence thread.
+#[derive(Debug, Clone)]
+pub struct PersistHistograms {
+    /// Time to write and commit one batch, retries included, in microseconds.
+    pub commit_us: hdrhistogram::Histogram<u64>,
+    /// Records per committed batch.
+    pub batch_size: hdrhistogram::Histogram<u64>,
+    /// Records waiting in the queue when a batch was taken (the batch included).
+    pub queue_depth: hdrhistogram::Histogram<u64>,
+}
+
+impl Default for PersistHistograms {
+    fn default() -> Self {
+        PersistHistograms {
+            commit_us: new_histogram(3_600_000_000),
+            batch_size: new_histogram(1 << 24),
+            queue_depth: new_histogram(1 << 26),
+        }
+    }
+}
+
+impl PersistHistograms {
+    /// Adds `other` into `self` (same bounds, so this cannot fail in practice).
+    pub fn add(&mut self, other: &PersistHistograms) {
+        let _ = self.commit_us.add(&other.commit_us);
+        let _ = self.batch_size.add(&other.batch_size);
+        let _ = self.queue_depth.add(&other.queue_depth);
+    }
+
+    pub fn reset(&mut self) {
+        self.commit_us.reset();
+        self.batch_size.reset();
+        self.queue_depth.reset();
+    }
+}
+
+/// A histogram of values from 1 to `max` at 3 significant digits; auto-resizing if those
+/// bounds were ever refused (they are valid, so that does not happen).
+fn new_histogram(max: u64) -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, max, 3).unwrap_or_else(|_| {
+        let mut h = hdrhistogram::Histogram::new(3).unwrap_or_else(|_| unreachable_histogram());
+        h.auto(true);
+        h
+    })
+}
+
+#[cold]
+fn unreachable_histogram() -> hdrhistogram::Histogram<u64> {
+    // `Histogram::new` fails only for more than 5 significant digits.
+    std::process::abort()
+}
+
 /// Counters the persistence thread keeps up to date, for reports.
 #[derive(Debug, Default)]
 pub struct PersistStats {
+    /// Merged into by the persistence thread about once a second, read by the admin
+    /// listener. A lock, but on no shard's path: shards never take it.
+    pub histograms: std::sync::Mutex<PersistHistograms>,
     pub committed_batches: AtomicU64,
     pub committed_records: AtomicU64,
     pub failed_attempts: AtomicU64,

@@ -16,7 +16,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
-use crate::queue::PersistQueue;
+use crate::queue::{PersistHistograms, PersistQueue};
 use crate::record::{Ack, WriteRecord};
 
 /// The first pause after a failed write; doubled after each further failure.
@@ -60,6 +60,33 @@ pub fn spawn(
         .spawn(move || Writer::new(backend, queue, config).run())
 }
 
+/// Drops every chat-row upsert that a later record of the same batch overwrites (another
+/// upsert or a delete of the same row): the batch commits as a whole, so the final state is
+/// the same, and a busy conversation costs one row write per batch instead of one per message.
+pub fn coalesce(records: &mut Vec<WriteRecord>) {
+    use std::collections::HashSet;
+    let mut later: HashSet<(&str, &str)> = HashSet::new();
+    let mut keep = vec![true; records.len()];
+    for (i, r) in records.iter().enumerate().rev() {
+        match r {
+            WriteRecord::UpsertChat(c)
+                if !later.insert((c.user_id.as_str(), c.comm_id.as_str())) =>
+            {
+                keep[i] = false;
+            }
+            WriteRecord::DeleteChat { user_id, comm_id } => {
+                later.insert((user_id.as_str(), comm_id.as_str()));
+            }
+            _ => {}
+        }
+    }
+    if keep.iter().all(|k| *k) {
+        return;
+    }
+    let mut it = keep.into_iter();
+    records.retain(|_| it.next().unwrap_or(true));
+}
+
 /// The state of the persistence thread.
 struct Writer {
     backend: Box<dyn Backend>,
@@ -74,6 +101,9 @@ struct Writer {
     touched: Vec<bool>,
     /// True while the backend is failing; used to log once per change of state.
     degraded: bool,
+    /// Recorded per batch, merged into the shared copy about once a second.
+    hist: PersistHistograms,
+    published: Instant,
 }
 
 impl Writer {
@@ -91,6 +121,8 @@ impl Writer {
             touched: vec![false; shards],
             config,
             degraded: false,
+            hist: PersistHistograms::default(),
+            published: Instant::now(),
         }
     }
 
@@ -109,16 +141,43 @@ impl Writer {
                 if self.queue.is_closing() && self.queue.is_empty() {
                     break;
                 }
+                if !self.hist.batch_size.is_empty()
+                    && self.published.elapsed() >= Duration::from_secs(1)
+                {
+                    self.publish();
+                }
                 // A push or close() unparks us; an unpark that came before this call makes it
                 // return at once, so no wake-up is lost.
                 thread::park_timeout(self.config.idle_wait);
                 continue;
             }
             self.linger();
+            let depth = self.records.len() + self.queue.len();
+            coalesce(&mut self.records);
+            let t0 = Instant::now();
             self.write_until_committed();
             self.deliver_acks();
+            let _ = self
+                .hist
+                .commit_us
+                .record((t0.elapsed().as_micros() as u64).max(1));
+            let _ = self.hist.batch_size.record(self.records.len() as u64);
+            let _ = self.hist.queue_depth.record(depth as u64);
+            if self.published.elapsed() >= Duration::from_secs(1) {
+                self.publish();
+            }
         }
+        self.publish();
         ftlog::info!("persistence: queue closed and drained, thread exits");
+    }
+
+    /// Merges this thread's histograms into the shared copy read by reports.
+    fn publish(&mut self) {
+        if let Ok(mut shared) = self.queue.stats().histograms.lock() {
+            shared.add(&self.hist);
+            self.hist.reset();
+        }
+        self.published = Instant::now();
     }
 
     /// Pops records until the batch is full or the queue is empty.
@@ -491,5 +550,50 @@ mod tests {
         assert_eq!(log.offered, vec![2, 2, 1]);
         assert_eq!(log.committed.concat(), records);
         assert!(queue.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod coalesce_tests {
+    use super::*;
+    use crate::model::ChatRow;
+
+    fn chat(user: &str, comm: &str, n: i64) -> WriteRecord {
+        WriteRecord::UpsertChat(ChatRow {
+            user_id: user.into(),
+            comm_id: comm.into(),
+            chat_type: "friend".into(),
+            last_message: format!("m{n}"),
+            last_message_type: Some("text".into()),
+            last_time: "2026-01-01 00:00:00".into(),
+            unread_count: n,
+            chat_status: "chatting".into(),
+        })
+    }
+
+    #[test]
+    fn keeps_only_the_last_write_of_each_chat_row() {
+        let del = WriteRecord::DeleteChat {
+            user_id: "a".into(),
+            comm_id: "c".into(),
+        };
+        let pw = WriteRecord::SetPassword {
+            user_id: "a".into(),
+            password: "p".into(),
+        };
+        let mut v = vec![
+            chat("a", "b", 1),
+            pw.clone(),
+            chat("b", "a", 1),
+            chat("a", "b", 2),
+            chat("a", "c", 1),
+            del.clone(),
+            chat("a", "b", 3),
+        ];
+        coalesce(&mut v);
+        assert_eq!(v, vec![pw, chat("b", "a", 1), del, chat("a", "b", 3)]);
+        let mut one = vec![chat("a", "b", 1)];
+        coalesce(&mut one);
+        assert_eq!(one.len(), 1);
     }
 }

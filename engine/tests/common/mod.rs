@@ -14,6 +14,8 @@ pub use serde_json::{json, Value};
 /// A server process on an ephemeral port, stopped (SIGTERM) when dropped.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The admin listener (`/metrics`, `/latency`).
+    pub admin: Option<SocketAddr>,
     pub child: Option<Child>,
     pub data: PathBuf,
     _dir: Option<tempfile::TempDir>,
@@ -33,6 +35,7 @@ impl TestServer {
     pub fn start_on(data: &Path, shards: usize, extra: &[&str]) -> TestServer {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_corechat"));
         cmd.args(["--listen", "127.0.0.1:0", "--no-pin", "--log-level", "warn"])
+            .args(["--admin", "127.0.0.1:0"])
             .args(["--shards", &shards.to_string()])
             .arg("--data-dir")
             .arg(data)
@@ -43,18 +46,23 @@ impl TestServer {
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let deadline = Instant::now() + Duration::from_secs(60);
-        let addr = loop {
+        let (addr, admin) = loop {
             assert!(Instant::now() < deadline, "server did not get ready");
             let line = lines.next().expect("server exited before ready").unwrap();
             if let Some(rest) = line.strip_prefix("corechat ready on ") {
                 let a = rest.split_whitespace().next().unwrap();
-                break a.parse().unwrap();
+                let admin = rest
+                    .split("admin on http://")
+                    .nth(1)
+                    .and_then(|r| r.trim_end_matches(')').parse().ok());
+                break (a.parse().unwrap(), admin);
             }
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines.by_ref() {});
         TestServer {
             addr,
+            admin,
             child: Some(child),
             data: data.to_path_buf(),
             _dir: None,
@@ -147,4 +155,252 @@ pub fn text(from: &str, to: &str, body: &str) -> Value {
         "message_body": body, "message_type": "text", "file_path": " ",
         "message_timestamp": "2026-11-28 12:00:00"
     })
+}
+
+// ----- additions for the themed integration tests -----
+
+/// argon2 parameters cheap enough for tests that create many users (a debug build hashes
+/// slowly). Stored hashes carry their parameters, so a server started without these flags
+/// still verifies them.
+pub const FAST_AUTH: &[&str] = &["--argon2-memory-kib", "64", "--argon2-passes", "1"];
+
+/// The greeting the acceptor of a friend request sends (see PROTOCOL.md).
+pub const GREETING: &str = "我们已经是好友了，可以开始聊天了！";
+
+impl TestServer {
+    /// A server with `shards` shards on a fresh data directory, with extra flags.
+    pub fn start_with(shards: usize, extra: &[&str]) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut s = TestServer::start_on(&data, shards, extra);
+        s._dir = Some(dir);
+        s
+    }
+
+    /// A server with cheap password hashing ([`FAST_AUTH`]).
+    pub fn start_fast(shards: usize) -> TestServer {
+        TestServer::start_with(shards, FAST_AUTH)
+    }
+
+    /// Stops the server with SIGTERM (asserting a clean exit) and starts a new one on the
+    /// same data directory with `shards` shards; `self` then refers to the new server.
+    pub fn restart(&mut self, shards: usize, extra: &[&str]) {
+        assert_eq!(
+            self.stop(),
+            Some(0),
+            "server did not exit cleanly on SIGTERM"
+        );
+        // `next` has no child left when it drops, so dropping it stops nothing.
+        let mut next = TestServer::start_on(&self.data.clone(), shards, extra);
+        self.addr = next.addr;
+        self.child = next.child.take();
+    }
+}
+
+/// Asserts that every value of every reply object is a JSON string (the client reads every
+/// field with `QJsonValue::toString()`). A reply is an object or an array of objects.
+pub fn assert_strings(v: &Value) {
+    fn check(v: &Value, path: &str, whole: &Value) {
+        match v {
+            Value::Array(a) => {
+                assert!(!a.is_empty(), "empty array reply at {path}: {whole}");
+                for (i, e) in a.iter().enumerate() {
+                    assert!(
+                        e.is_object(),
+                        "array element {path}[{i}] is not an object: {whole}"
+                    );
+                    check(e, &format!("{path}[{i}]"), whole);
+                }
+            }
+            Value::Object(o) => {
+                for (k, val) in o {
+                    assert!(
+                        val.is_string(),
+                        "{path}.{k} is not a string ({val}) in reply {whole}"
+                    );
+                }
+            }
+            other => panic!("reply at {path} is neither an object nor an array: {other}"),
+        }
+    }
+    check(v, "$", v);
+}
+
+/// The objects of a reply (an object reads as a one-element array, as the client does).
+pub fn elements(v: &Value) -> Vec<Value> {
+    match v {
+        Value::Array(a) => a.clone(),
+        other => vec![other.clone()],
+    }
+}
+
+/// Asserts that a reply is `status:"error"` of type `ty` with a message, and all strings.
+#[track_caller]
+pub fn assert_error(v: &Value, ty: &str) {
+    assert_strings(v);
+    assert_eq!(reply_type(v), ty, "{v}");
+    assert_eq!(reply_status(v), "error", "{v}");
+    let last = elements(v).pop().unwrap();
+    assert!(
+        last["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error without message: {v}"
+    );
+}
+
+/// Asserts that a reply is one `status:"null"` object of type `ty` (possibly in an array).
+#[track_caller]
+pub fn assert_null(v: &Value, ty: &str) {
+    assert_strings(v);
+    let e = elements(v);
+    assert_eq!(e.len(), 1, "{v}");
+    assert_eq!(e[0]["type"], ty, "{v}");
+    assert_eq!(e[0]["status"], "null", "{v}");
+}
+
+/// A `send_message` of any type with a given timestamp.
+pub fn message(from: &str, to: &str, message_type: &str, body: &str, ts: &str) -> Value {
+    let file_path = if message_type == "text" {
+        " ".to_string()
+    } else {
+        format!("/files/{body}")
+    };
+    json!({
+        "type": "send_message", "send_id": from, "receiver_id": to, "chat_type": "friend",
+        "message_body": body, "message_type": message_type, "file_path": file_path,
+        "message_timestamp": ts
+    })
+}
+
+/// An `update_chat` as the client sends it when it opens a conversation.
+pub fn update_chat(user: &str, comm: &str, last: &str, last_type: &str, time: &str) -> Value {
+    json!({
+        "type": "update_chat", "user_id": user, "comm_id": comm, "chat_type": "friend",
+        "last_message": last, "last_message_type": last_type, "last_time": time,
+        "unread_count": 0, "chat_status": "chatting"
+    })
+}
+
+/// Logs in on a new connection without asking for unread messages.
+pub fn login(server: &TestServer, phone: &str, password: &str) -> Client {
+    let mut c = server.client();
+    let r = c.login(phone, password).unwrap();
+    assert_eq!(reply_status(&r), "success", "{r}");
+    c
+}
+
+/// Logs in on a new connection and returns the `get_unread_messages` reply too.
+pub fn relogin(server: &TestServer, phone: &str, password: &str) -> (Client, Value) {
+    let mut c = login(server, phone, password);
+    let r = c.simple("get_unread_messages", phone).unwrap();
+    assert_strings(&r);
+    (c, r)
+}
+
+/// Bodies of the messages in a `get_unread_messages` reply (empty for `status:"null"`).
+pub fn unread_bodies(r: &Value) -> Vec<String> {
+    if reply_status(r) == "null" {
+        return Vec::new();
+    }
+    elements(r)
+        .iter()
+        .map(|m| {
+            assert_eq!(m["type"], "get_unread_messages", "{r}");
+            assert_eq!(m["status"], "success", "{r}");
+            m["message_body"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// More requests on a [`Client`], checked as the client reads them.
+pub trait ClientExt {
+    /// A request whose reply must be all strings; returns the reply.
+    fn checked(&mut self, v: Value) -> Value;
+    /// `friends` / `chatting` elements with `status:"success"` (empty for `null`).
+    fn rows(&mut self, ty: &str, user: &str) -> Vec<Value>;
+    /// The `chatting` row of `user` about `comm`.
+    fn chat_row(&mut self, user: &str, comm: &str) -> Option<Value>;
+    /// The `friends` row of `user` about `friend`.
+    fn friend_row(&mut self, user: &str, friend: &str) -> Option<Value>;
+    /// Frames received (held or new) before the first one of type `ty`, and that one.
+    fn frames_until(&mut self, ty: &str) -> (Vec<Value>, Value);
+    /// Closes the connection so that the server has *already* marked it closed when this
+    /// returns: an over-long frame header makes the server answer an error and close it, and
+    /// the error is read back. (A plain close leaves a race with messages already in flight.)
+    fn go_offline(self);
+}
+
+impl ClientExt for Client {
+    fn checked(&mut self, v: Value) -> Value {
+        let r = self.request(v).unwrap();
+        assert_strings(&r);
+        r
+    }
+
+    fn rows(&mut self, ty: &str, user: &str) -> Vec<Value> {
+        let r = self.simple(ty, user).unwrap();
+        assert_strings(&r);
+        assert_eq!(reply_type(&r), ty, "{r}");
+        let e = elements(&r);
+        match reply_status(&r) {
+            "null" => {
+                assert_eq!(e.len(), 1, "{r}");
+                Vec::new()
+            }
+            "success" => {
+                assert!(e.iter().all(|x| x["status"] == "success"), "{r}");
+                assert!(e.iter().all(|x| x["type"] == ty), "{r}");
+                e
+            }
+            other => panic!("{ty} answered {other}: {r}"),
+        }
+    }
+
+    fn chat_row(&mut self, user: &str, comm: &str) -> Option<Value> {
+        self.rows("chatting", user)
+            .into_iter()
+            .find(|r| r["comm_id"] == comm)
+    }
+
+    fn friend_row(&mut self, user: &str, friend: &str) -> Option<Value> {
+        self.rows("friends", user)
+            .into_iter()
+            .find(|r| r["user_id"] == friend)
+    }
+
+    fn frames_until(&mut self, ty: &str) -> (Vec<Value>, Value) {
+        let mut before = Vec::new();
+        loop {
+            let v = self.recv().unwrap();
+            if reply_type(&v) == ty {
+                return (before, v);
+            }
+            before.push(v);
+        }
+    }
+
+    fn go_offline(mut self) {
+        self.send_raw(&((2u32 << 20) + 1).to_be_bytes()).unwrap();
+        let mut saw_error = false;
+        loop {
+            match self.recv() {
+                Ok(v) => {
+                    if reply_type(&v) == "error" && reply_status(&v) == "error" {
+                        saw_error = true;
+                    }
+                }
+                Err(e) => {
+                    assert_ne!(
+                        e.kind(),
+                        std::io::ErrorKind::TimedOut,
+                        "server kept the connection"
+                    );
+                    break;
+                }
+            }
+        }
+        assert!(
+            saw_error,
+            "no error frame before the server closed the connection"
+        );
+    }
 }

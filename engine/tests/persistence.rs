@@ -1,0 +1,235 @@
+//! What survives a clean stop (SIGTERM) and a start on the same data directory, also with a
+//! different number of shards: accounts, friendships and requests, chat rows with their
+//! unread counts, and messages not yet handed over.
+
+mod common;
+use common::*;
+
+/// Sends a text and waits for its `success`.
+#[track_caller]
+fn send_ok(c: &mut Client, from: &str, to: &str, body: &str, ts: &str) {
+    let r = c.request(message(from, to, "text", body, ts)).unwrap();
+    assert_eq!(r["status"], "success", "{r}");
+}
+
+#[test]
+fn state_survives_restart_with_another_shard_count() {
+    let mut s = TestServer::start_fast(3);
+    let p = phones_on_distinct_shards(13840000000, 4, 3);
+    let (a, b, c, d) = (&p[0], &p[1], &p[2], &p[3]);
+    let mut ca = user(&s, a, "pass-a");
+    let mut cb = user(&s, b, "pass-b");
+    let mut cc = user(&s, c, "pass-c");
+    let mut cd = user(&s, d, "pass-d");
+    // A-B and A-C friends (A asked both), D has asked A (pending), C-B were friends and parted.
+    befriend(&mut ca, a, &mut cb, b);
+    befriend(&mut ca, a, &mut cc, c);
+    befriend(&mut cc, c, &mut cb, b);
+    assert_eq!(
+        cc.recv_type("receive_message").unwrap()["message_body"],
+        GREETING
+    );
+    assert_eq!(cc.pair("delete_friend", c, b).unwrap()["status"], "success");
+    assert_eq!(cd.pair("add_friend", d, a).unwrap()["status"], "success");
+    for _ in 0..2 {
+        assert_eq!(
+            ca.recv_type("receive_message").unwrap()["message_body"],
+            GREETING
+        );
+    }
+    // Live traffic, then A opens its chat with B.
+    send_ok(&mut cb, b, a, "b1", "2026-11-28 14:00:01");
+    send_ok(&mut cb, b, a, "b2 image", "2026-11-28 14:00:02");
+    assert_eq!(
+        ca.recv_type("receive_message").unwrap()["message_body"],
+        "b1"
+    );
+    assert_eq!(
+        ca.recv_type("receive_message").unwrap()["message_body"],
+        "b2 image"
+    );
+    let r = ca.request(update_chat(a, b, "b2 image", "text", "2026-11-28 14:00:02"));
+    assert_eq!(r.unwrap()["status"], "success");
+    send_ok(&mut ca, a, c, "a to c", "2026-11-28 14:00:03");
+    assert_eq!(
+        cc.recv_type("receive_message").unwrap()["message_body"],
+        "a to c"
+    );
+    // A goes away; B and C write to it.
+    ca.go_offline();
+    send_ok(&mut cb, b, a, "offline 1", "2026-11-28 14:01:01");
+    let r = cc
+        .request(message(c, a, "image", "cat.png", "2026-11-28 14:01:02"))
+        .unwrap();
+    assert_eq!(r["status"], "success", "{r}");
+    send_ok(&mut cb, b, a, "offline 3", "2026-11-28 14:01:03");
+
+    // Snapshot of what every user sees.
+    let mut before = Vec::new();
+    for (cl, me) in [(&mut cb, b), (&mut cc, c), (&mut cd, d)] {
+        before.push((cl.rows("friends", me), cl.rows("chatting", me)));
+    }
+    drop((cb, cc, cd));
+
+    s.restart(2, FAST_AUTH);
+
+    // Passwords: the right one works, a wrong one does not.
+    let mut bad = s.client();
+    assert_error(&bad.login(a, "pass-b").unwrap(), "login");
+    // A gets what was waiting, in order.
+    let (mut ca, r) = relogin(&s, a, "pass-a");
+    assert_eq!(
+        unread_bodies(&r),
+        vec!["offline 1", "cat.png", "offline 3"],
+        "{r}"
+    );
+    let e = elements(&r);
+    assert_eq!(e[1]["message_type"], "image");
+    assert_eq!(e[1]["file_path"], "/files/cat.png");
+    assert_eq!(e[1]["send_id"], *c);
+    assert_eq!(e[1]["message_timestamp"], "2026-11-28 14:01:02");
+    assert_null(
+        &ca.simple("get_unread_messages", a).unwrap(),
+        "get_unread_messages",
+    );
+    // A's lists.
+    let friends = ca.rows("friends", a);
+    assert_eq!(friends.len(), 3, "{friends:?}");
+    let rel = |id: &str| {
+        friends.iter().find(|f| f["user_id"] == id).unwrap()["friend_relation"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(rel(b), "accepted");
+    assert_eq!(rel(c), "accepted");
+    assert_eq!(rel(d), "pending");
+    for f in &friends {
+        assert_eq!(
+            f["user_name"],
+            format!("user {}", f["user_id"].as_str().unwrap())
+        );
+        assert!(f.get("user_password").is_none());
+    }
+    let ab = ca.chat_row(a, b).unwrap();
+    // update_chat set 0, then two offline messages.
+    assert_eq!(ab["unread_count"], "2", "{ab}");
+    assert_eq!(ab["last_message"], "offline 3", "{ab}");
+    assert_eq!(ab["last_time"], "2026-11-28 14:01:03", "{ab}");
+    assert_eq!(ab["user_name"], format!("user {b}"));
+    let ac = ca.chat_row(a, c).unwrap();
+    // Greeting + the image.
+    assert_eq!(ac["unread_count"], "2", "{ac}");
+    assert_eq!(ac["last_message"], "[图片]", "{ac}");
+    assert_eq!(ac["last_message_type"], "image", "{ac}");
+    // Everyone else sees exactly what they saw before.
+    for (i, (me, pw)) in [(b, "pass-b"), (c, "pass-c"), (d, "pass-d")]
+        .into_iter()
+        .enumerate()
+    {
+        let (mut cl, r) = relogin(&s, me, pw);
+        assert_null(&r, "get_unread_messages");
+        assert_eq!(cl.rows("friends", me), before[i].0, "friends of {me}");
+        assert_eq!(cl.rows("chatting", me), before[i].1, "chats of {me}");
+    }
+    // The pending request survives with its direction: D cannot accept it, A can.
+    let mut cd = login(&s, d, "pass-d");
+    assert_error(&cd.pair("accept_friend", d, a).unwrap(), "accept_friend");
+    assert_eq!(ca.pair("accept_friend", a, d).unwrap()["status"], "success");
+    assert_eq!(
+        cd.recv_type("receive_message").unwrap()["message_body"],
+        GREETING
+    );
+    // The parted pair stays parted; the friends still talk.
+    let mut cb = login(&s, b, "pass-b");
+    assert_error(&cb.request(text(b, c, "hi c")).unwrap(), "send_message");
+    send_ok(&mut cb, b, a, "after restart", "2026-11-28 15:00:00");
+    assert_eq!(
+        ca.recv_type("receive_message").unwrap()["message_body"],
+        "after restart"
+    );
+    // Registering a stored id again fails.
+    let mut x = s.client();
+    assert_error(&x.register(a, "again", "pw").unwrap(), "register");
+    assert_eq!(s.stop(), Some(0));
+}
+
+/// Messages queued across two restarts (3 -> 2 -> 3 shards): new message ids must not
+/// collide with stored ones, and nothing is handed over twice.
+#[test]
+fn offline_queue_across_two_restarts() {
+    let mut s = TestServer::start_fast(3);
+    let p = phones_on_distinct_shards(13841000000, 2, 3);
+    let (a, b) = (&p[0], &p[1]);
+    let mut ca = user(&s, a, "pa");
+    let mut cb = user(&s, b, "pb");
+    befriend(&mut ca, a, &mut cb, b);
+    assert_eq!(
+        ca.recv_type("receive_message").unwrap()["message_body"],
+        GREETING
+    );
+    ca.go_offline();
+    for i in 0..5 {
+        send_ok(&mut cb, b, a, &format!("first {i}"), "2026-11-28 16:00:00");
+    }
+    drop(cb);
+    s.restart(2, FAST_AUTH);
+    // B writes more after the first restart, A still away.
+    let mut cb = login(&s, b, "pb");
+    for i in 0..5 {
+        send_ok(&mut cb, b, a, &format!("second {i}"), "2026-11-28 16:00:01");
+    }
+    drop(cb);
+    s.restart(3, FAST_AUTH);
+    let (mut ca, r) = relogin(&s, a, "pa");
+    let want: Vec<String> = (0..5)
+        .map(|i| format!("first {i}"))
+        .chain((0..5).map(|i| format!("second {i}")))
+        .collect();
+    assert_eq!(unread_bodies(&r), want, "{r}");
+    assert_eq!(ca.chat_row(a, b).unwrap()["unread_count"], "11");
+    drop(ca);
+    // Handed over before the stop: not again after it.
+    s.restart(2, FAST_AUTH);
+    let (_ca, r) = relogin(&s, a, "pa");
+    assert_null(&r, "get_unread_messages");
+    assert_eq!(s.stop(), Some(0));
+}
+
+/// The offline queue keeps arrival order across a restart even when the senders sit on
+/// different shards (each shard numbers its messages on its own).
+#[test]
+fn offline_order_from_several_shards_survives_restart() {
+    let mut s = TestServer::start_fast(3);
+    let p = phones_on_distinct_shards(13842000000, 3, 3);
+    let (a, b, c) = (&p[0], &p[1], &p[2]);
+    let mut ca = user(&s, a, "pa");
+    let mut cb = user(&s, b, "pb");
+    let mut cc = user(&s, c, "pc");
+    befriend(&mut cb, b, &mut ca, a);
+    befriend(&mut cb, b, &mut cc, c);
+    for _ in 0..2 {
+        assert_eq!(
+            cb.recv_type("receive_message").unwrap()["message_body"],
+            GREETING
+        );
+    }
+    cb.go_offline();
+    let order = [
+        (a, "a1"),
+        (a, "a2"),
+        (a, "a3"),
+        (c, "c1"),
+        (a, "a4"),
+        (c, "c2"),
+    ];
+    for (i, (from, body)) in order.iter().enumerate() {
+        let cl = if *from == a { &mut ca } else { &mut cc };
+        send_ok(cl, from, b, body, &format!("2026-11-28 17:00:0{i}"));
+    }
+    let want: Vec<&str> = order.iter().map(|(_, body)| *body).collect();
+    s.restart(3, FAST_AUTH);
+    let (_cb, r) = relogin(&s, b, "pb");
+    assert_eq!(unread_bodies(&r), want, "{r}");
+    assert_eq!(s.stop(), Some(0));
+}
