@@ -329,9 +329,15 @@ impl Fields<'_> {
         }
     }
 
+    /// A `yyyy-MM-dd HH:mm:ss` time that MySQL's DATETIME can hold: years 1000 to 9999, no
+    /// leap second (chrono alone accepts both, and a refused value would fail its batch).
     fn timestamp(&self, name: &str) -> Result<String, BadRequest> {
+        use chrono::{Datelike, Timelike};
         let s = self.string(name)?;
-        if chrono::NaiveDateTime::parse_from_str(&s, "%Y-%m-%d %H:%M:%S").is_err() {
+        let ok = s.len() == 19
+            && chrono::NaiveDateTime::parse_from_str(&s, "%Y-%m-%d %H:%M:%S")
+                .is_ok_and(|t| (1000..=9999).contains(&t.year()) && t.nanosecond() < 1_000_000_000);
+        if !ok {
             return Err(self.err(format!("{name} must be a time as yyyy-MM-dd HH:mm:ss")));
         }
         Ok(s)

@@ -267,9 +267,9 @@ async fn run_shard(
     let high_water = init.cfg.mesh_capacity;
     let shard = Shard::new(init);
     let weak = Rc::downgrade(&shard);
-    let joined = Mesh::join(mesh, high_water, move |from, msg| {
+    let joined = Mesh::join(mesh, high_water, move |mesh, from, msg| {
         if let Some(s) = weak.upgrade() {
-            s.on_mesh(from, msg);
+            s.on_mesh(mesh, from, msg);
         }
     })
     .await;

@@ -309,6 +309,14 @@ impl Shard {
         loop {
             poll_fn(|cx| self.persist.acks(self.id).poll_drain(cx, &mut tokens)).await;
             for t in tokens.drain(..) {
+                if t & corechat_persist::queue::REFUSED != 0 {
+                    // The database refused the change for good; the client must not be told
+                    // it succeeded.
+                    self.refuse_deferred(t & !corechat_persist::queue::REFUSED, |out, kind| {
+                        write_frame(out, &Status::error(kind, "the change could not be stored"));
+                    });
+                    continue;
+                }
                 let Some(p) = self.acks.borrow_mut().remove(&t) else {
                     continue;
                 };
@@ -523,8 +531,10 @@ impl Shard {
 
     // ----- the mesh -----
 
-    /// Handles one message from another shard. Never waits: see `shards::mesh`.
-    pub fn on_mesh(self: &Rc<Self>, _from: usize, msg: MeshMsg) {
+    /// Handles one message from another shard. Never waits: see `shards::mesh`. `mesh` is
+    /// passed in because a peer may talk before this shard's `set_mesh` has run.
+    pub fn on_mesh(self: &Rc<Self>, mesh: &Rc<Mesh<MeshMsg>>, _from: usize, msg: MeshMsg) {
+        let _ = self.mesh.set(mesh.clone());
         match msg {
             MeshMsg::Deliver {
                 msg,
@@ -538,9 +548,7 @@ impl Shard {
             MeshMsg::DeliverRefused { token, reason } => self.refuse_send(token, &reason),
             MeshMsg::Call { from, token, op } => {
                 let reply = self.answer(op);
-                if let Some(mesh) = self.mesh.get() {
-                    mesh.push(from, MeshMsg::Reply { token, reply });
-                }
+                mesh.push(from, MeshMsg::Reply { token, reply });
             }
             MeshMsg::Reply { token, reply } => {
                 if let Some(tx) = self.calls.borrow_mut().remove(&token) {

@@ -233,3 +233,49 @@ fn sender_gets_success_for_offline_and_online_receivers() {
     assert_eq!(unread_bodies(&r), want);
     assert_eq!(s.stop(), Some(0));
 }
+
+/// A mailbox bigger than one connection's output limit (16 MiB by default) is still handed
+/// over, and the connection survives; a second login does not find the same messages again.
+#[test]
+fn a_large_offline_mailbox_is_handed_over() {
+    const N: usize = 300;
+    let mut s = TestServer::start_fast(3);
+    let p = phones_on_distinct_shards(13836000000, 2, 3);
+    let (a, b) = (&p[0], &p[1]);
+    let mut ca = user(&s, a, "pa");
+    let mut cb = user(&s, b, "pb");
+    befriend(&mut ca, a, &mut cb, b);
+    cb.go_offline();
+    // 300 messages of 60 KiB: about 18 MB waiting for B.
+    let body = |i: usize| format!("{i:04}{}", "x".repeat(60 * 1024));
+    for i in 0..N {
+        ca.send_text(a, b, &body(i)).unwrap();
+        if i >= 16 {
+            assert_eq!(ca.recv_type("send_message").unwrap()["status"], "success");
+        }
+    }
+    for _ in 0..16 {
+        assert_eq!(ca.recv_type("send_message").unwrap()["status"], "success");
+    }
+    let mut cb = login(&s, b, "pb");
+    cb.send(&json!({"type": "get_unread_messages", "user_id": b}))
+        .unwrap();
+    // In one reply or several: all of them, in order, on a connection that stays open.
+    let mut got = Vec::new();
+    while got.len() < N {
+        let r = cb
+            .recv()
+            .unwrap_or_else(|e| panic!("connection lost after {} of {N} messages: {e}", got.len()));
+        assert_eq!(reply_type(&r), "get_unread_messages");
+        got.extend(unread_bodies(&r));
+    }
+    assert!(
+        got == (0..N).map(body).collect::<Vec<_>>(),
+        "wrong messages"
+    );
+    assert_null(
+        &cb.simple("get_unread_messages", b).unwrap(),
+        "get_unread_messages",
+    );
+    assert_eq!(s.stop(), Some(0));
+}

@@ -76,18 +76,22 @@ fn state_survives_restart_with_another_shard_count() {
     // Passwords: the right one works, a wrong one does not.
     let mut bad = s.client();
     assert_error(&bad.login(a, "pass-b").unwrap(), "login");
-    // A gets what was waiting, in order.
+    // A gets what was waiting. (The order across senders on different shards is the
+    // subject of `offline_order_from_several_shards_survives_restart`; here the contents.)
     let (mut ca, r) = relogin(&s, a, "pass-a");
-    assert_eq!(
-        unread_bodies(&r),
-        vec!["offline 1", "cat.png", "offline 3"],
-        "{r}"
-    );
+    let mut bodies = unread_bodies(&r);
+    bodies.sort();
+    assert_eq!(bodies, vec!["cat.png", "offline 1", "offline 3"], "{r}");
     let e = elements(&r);
-    assert_eq!(e[1]["message_type"], "image");
-    assert_eq!(e[1]["file_path"], "/files/cat.png");
-    assert_eq!(e[1]["send_id"], *c);
-    assert_eq!(e[1]["message_timestamp"], "2026-11-28 14:01:02");
+    let from_b: Vec<&Value> = e.iter().filter(|m| m["send_id"] == *b).collect();
+    assert_eq!(from_b[0]["message_body"], "offline 1", "{r}");
+    assert_eq!(from_b[1]["message_body"], "offline 3", "{r}");
+    let img = e.iter().find(|m| m["send_id"] == *c).unwrap();
+    assert_eq!(img["message_type"], "image");
+    assert_eq!(img["file_path"], "/files/cat.png");
+    assert_eq!(img["message_body"], "cat.png");
+    assert_eq!(img["receiver_id"], *a);
+    assert_eq!(img["message_timestamp"], "2026-11-28 14:01:02");
     assert_null(
         &ca.simple("get_unread_messages", a).unwrap(),
         "get_unread_messages",
@@ -232,4 +236,95 @@ fn offline_order_from_several_shards_survives_restart() {
     let (_cb, r) = relogin(&s, b, "pb");
     assert_eq!(unread_bodies(&r), want, "{r}");
     assert_eq!(s.stop(), Some(0));
+}
+
+/// A reply of `success` to a change means the change is stored: it survives even a crash.
+#[test]
+fn acknowledged_changes_survive_kill_9() {
+    let mut s = TestServer::start_fast(3);
+    let p = phones_on_distinct_shards(13843000000, 3, 3);
+    let (a, b, c) = (&p[0], &p[1], &p[2]);
+    let mut ca = user(&s, a, "pa");
+    let mut cb = user(&s, b, "pb");
+    let mut cc = user(&s, c, "pc");
+    befriend(&mut ca, a, &mut cb, b);
+    assert_eq!(cc.pair("add_friend", c, a).unwrap()["status"], "success");
+    ca.go_offline();
+    for i in 0..20 {
+        cb.send_text(b, a, &format!("m{i}")).unwrap();
+    }
+    for _ in 0..20 {
+        assert_eq!(cb.recv_type("send_message").unwrap()["status"], "success");
+    }
+    drop((cb, cc));
+    s.restart_after_crash(3, FAST_AUTH);
+    let (mut ca, r) = relogin(&s, a, "pa");
+    // (The greeting reached A live before.)
+    let want: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    assert_eq!(unread_bodies(&r), want, "{r}");
+    assert_eq!(ca.chat_row(a, b).unwrap()["unread_count"], "21");
+    assert_eq!(ca.friend_row(a, b).unwrap()["friend_relation"], "accepted");
+    assert_eq!(ca.friend_row(a, c).unwrap()["friend_relation"], "pending");
+    let (_cc, r) = relogin(&s, c, "pc");
+    assert_null(&r, "get_unread_messages");
+    assert_eq!(s.stop(), Some(0));
+}
+
+/// SIGTERM while a client keeps sending: the server stops taking requests, answers or
+/// closes every connection promptly, exits 0, and every message it acknowledged is stored.
+#[test]
+fn sigterm_under_load_answers_or_closes_and_keeps_what_it_acknowledged() {
+    let mut s = TestServer::start_fast(3);
+    let p = phones_on_distinct_shards(13844000000, 2, 3);
+    let (a, b) = (p[0].clone(), p[1].clone());
+    let mut ca = user(&s, &a, "pa");
+    let mut cb = user(&s, &b, "pb");
+    befriend(&mut ca, &a, &mut cb, &b);
+    cb.go_offline();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Every wait bounded: writes too.
+    ca.stream()
+        .set_write_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let sender = std::thread::spawn(move || {
+        let (mut sent, mut ok) = (0usize, 0usize);
+        let mut answered = 0usize;
+        loop {
+            while sent - answered < 16 {
+                if ca.send_text(&a, &b, &format!("m{sent}")).is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+            match ca.recv_type("send_message") {
+                Ok(r) => {
+                    answered += 1;
+                    if r["status"] == "success" {
+                        ok += 1;
+                    }
+                    if ok == 200 {
+                        tx.send(()).unwrap();
+                    }
+                }
+                Err(e) => return (sent, ok, e),
+            }
+        }
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("200 messages acknowledged before the stop");
+    s.terminate();
+    let (sent, ok, end) = sender.join().unwrap();
+    assert!(
+        !is_timeout(&end),
+        "after SIGTERM the server left the connection open for 10 s without answering \
+         ({sent} sent, {ok} acknowledged)"
+    );
+    assert_eq!(s.wait_exit(), Some(0));
+    let s2 = TestServer::start_on(&s.data.clone(), 3, FAST_AUTH);
+    let (_cb, r) = relogin(&s2, &p[1], "pb");
+    let got = unread_bodies(&r);
+    assert!(got.len() >= ok, "{} stored, {ok} acknowledged", got.len());
+    assert!(got.len() <= sent);
+    let want: Vec<String> = (0..got.len()).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, want);
 }

@@ -455,3 +455,28 @@ fn default_password_hashing() {
     assert_null(&r, "get_unread_messages");
     assert_eq!(s.stop(), Some(0));
 }
+
+/// A conversation the client closed (`chat_status: close`) stays in the list as `close` and
+/// comes back as `chatting` with the next message.
+#[test]
+fn closed_conversation_reopens_on_the_next_message() {
+    let mut s = TestServer::start_fast(3);
+    let p = phones_on_distinct_shards(13830500000, 2, 3);
+    let (a, b) = (&p[0], &p[1]);
+    let mut ca = user(&s, a, "pa");
+    let mut cb = user(&s, b, "pb");
+    befriend(&mut ca, a, &mut cb, b);
+    let mut u = update_chat(a, b, GREETING, "text", "2026-11-28 12:00:00");
+    u["chat_status"] = json!("close");
+    assert_eq!(ca.checked(u)["status"], "success");
+    let row = ca.chat_row(a, b).unwrap();
+    assert_eq!(row["chat_status"], "close", "{row}");
+    assert_eq!(row["unread_count"], "0", "{row}");
+    assert_eq!(
+        cb.request(text(b, a, "knock knock")).unwrap()["status"],
+        "success"
+    );
+    let row = ca.chat_row(a, b).unwrap();
+    assert_chat(&row, b, &format!("user {b}"), "knock knock", "text", "1");
+    assert_eq!(s.stop(), Some(0));
+}

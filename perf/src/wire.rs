@@ -280,15 +280,18 @@ mod tests {
     fn replies() {
         let r = parse(br#"[{"type":"login","status":"success","user_id":"1"}]"#).unwrap();
         assert_eq!((r.kind, r.status), (Kind::Login, Status::Success));
-        let r = parse(b"{\"type\":\"send_message\",\"status\":\"error\",\"message\":\"not friends\"}\n")
-            .unwrap();
+        let r = parse(
+            b"{\"type\":\"send_message\",\"status\":\"error\",\"message\":\"not friends\"}\n",
+        )
+        .unwrap();
         assert_eq!(r.status, Status::Error);
         assert_eq!(r.message.as_deref(), Some("not friends"));
-        let r = parse(br#"{"type":"receive_message","status":"success","message_body":"cb:3:4:5"}"#)
-            .unwrap();
+        let r =
+            parse(br#"{"type":"receive_message","status":"success","message_body":"cb:3:4:5"}"#)
+                .unwrap();
         assert_eq!(r.tag.map(|t| t.seq), Some(4));
-        let r = parse(br#"[{"type":"get_unread_messages","status":"null","message":"none"}]"#)
-            .unwrap();
+        let r =
+            parse(br#"[{"type":"get_unread_messages","status":"null","message":"none"}]"#).unwrap();
         assert_eq!((r.kind, r.status), (Kind::GetUnread, Status::Null));
         assert!(parse(b"not json").is_err());
     }

@@ -47,3 +47,27 @@ pub enum PersistError {
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
 }
+
+impl PersistError {
+    /// Would writing the same records fail again, whatever the state of the connection? True
+    /// for data the database refuses (a value out of range, too long, a broken constraint),
+    /// false for lost connections, lock waits, deadlocks and the like, which a retry cures.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            PersistError::Mysql(mysql::Error::MySqlError(e)) => matches!(
+                e.code,
+                // bad null, duplicate key, out of range, truncated, bad datetime, bad string,
+                // too long, foreign key, check constraint, value out of range
+                1048 | 1062 | 1264 | 1265 | 1292 | 1366 | 1406 | 1451 | 1452 | 3819 | 4025 | 1690
+            ),
+            PersistError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::ConstraintViolation
+                    | rusqlite::ErrorCode::TooBig
+                    | rusqlite::ErrorCode::TypeMismatch
+            ),
+            PersistError::BadData(_) => true,
+            _ => false,
+        }
+    }
+}

@@ -23,6 +23,10 @@ use crossbeam_queue::{ArrayQueue, SegQueue};
 
 use crate::record::Envelope;
 
+/// Set in a token handed back for a record the database refused for good (its data, not its
+/// connection): the shard answers that request with an error instead of success.
+pub const REFUSED: u64 = 1 << 63;
+
 /// Where acknowledgements for one shard arrive.
 #[derive(Debug, Default)]
 pub struct AckSink {

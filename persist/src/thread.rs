@@ -63,7 +63,8 @@ pub fn spawn(
 /// Drops every chat-row upsert that a later record of the same batch overwrites (another
 /// upsert or a delete of the same row): the batch commits as a whole, so the final state is
 /// the same, and a busy conversation costs one row write per batch instead of one per message.
-pub fn coalesce(records: &mut Vec<WriteRecord>) {
+/// Returns where each record went (`None` for the dropped ones).
+pub fn coalesce(records: &mut Vec<WriteRecord>) -> Vec<Option<usize>> {
     use std::collections::HashSet;
     let mut later: HashSet<(&str, &str)> = HashSet::new();
     let mut keep = vec![true; records.len()];
@@ -80,11 +81,21 @@ pub fn coalesce(records: &mut Vec<WriteRecord>) {
             _ => {}
         }
     }
-    if keep.iter().all(|k| *k) {
-        return;
+    let mut next = 0;
+    let moved: Vec<Option<usize>> = keep
+        .iter()
+        .map(|k| {
+            k.then(|| {
+                next += 1;
+                next - 1
+            })
+        })
+        .collect();
+    if next < records.len() {
+        let mut it = keep.into_iter();
+        records.retain(|_| it.next().unwrap_or(true));
     }
-    let mut it = keep.into_iter();
-    records.retain(|_| it.next().unwrap_or(true));
+    moved
 }
 
 /// The state of the persistence thread.
@@ -95,8 +106,11 @@ struct Writer {
     /// The batch being written. Built once per batch and retried as is: a retry sends exactly
     /// the same records in the same order.
     records: Vec<WriteRecord>,
-    /// The acknowledgements owed for `records`, delivered only after they commit.
-    acks: Vec<Ack>,
+    /// The acknowledgements owed for `records`, delivered only after they commit, with the
+    /// index of the record that carried each (`None` once coalescing dropped that record).
+    acks: Vec<(Option<usize>, Ack)>,
+    /// Records of the current batch the database refused for good (see `isolate`).
+    refused: Vec<bool>,
     /// Which shards received tokens from the current batch, so each is woken once.
     touched: Vec<bool>,
     /// True while the backend is failing; used to log once per change of state.
@@ -118,6 +132,7 @@ impl Writer {
             queue,
             records: Vec::with_capacity(config.max_batch.min(65_536)),
             acks: Vec::new(),
+            refused: Vec::new(),
             touched: vec![false; shards],
             config,
             degraded: false,
@@ -136,6 +151,7 @@ impl Writer {
         loop {
             self.records.clear();
             self.acks.clear();
+            self.refused.clear();
             self.fill();
             if self.records.is_empty() {
                 if self.queue.is_closing() && self.queue.is_empty() {
@@ -153,7 +169,10 @@ impl Writer {
             }
             self.linger();
             let depth = self.records.len() + self.queue.len();
-            coalesce(&mut self.records);
+            let moved = coalesce(&mut self.records);
+            for (idx, _) in &mut self.acks {
+                *idx = idx.and_then(|i| moved.get(i).copied().flatten());
+            }
             let t0 = Instant::now();
             self.write_until_committed();
             self.deliver_acks();
@@ -184,10 +203,10 @@ impl Writer {
     fn fill(&mut self) {
         while self.records.len() < self.config.max_batch {
             let Some(env) = self.queue.pop() else { break };
-            self.records.push(env.record);
             if let Some(ack) = env.ack {
-                self.acks.push(ack);
+                self.acks.push((Some(self.records.len()), ack));
             }
+            self.records.push(env.record);
         }
     }
 
@@ -215,6 +234,16 @@ impl Writer {
         loop {
             match self.backend.write_batch(&self.records) {
                 Ok(()) => break,
+                // Refused twice for its data: find the culprit rather than stall every write.
+                Err(err) if err.is_permanent() && failures >= 1 => {
+                    ftlog::error!(
+                        "persistence: {} refuses a batch of {} records ({err}); writing them one by one",
+                        self.backend.describe(),
+                        self.records.len()
+                    );
+                    self.isolate();
+                    break;
+                }
                 Err(err) => {
                     failures += 1;
                     let stats = self.queue.stats();
@@ -255,6 +284,38 @@ impl Writer {
             .fetch_add(self.records.len() as u64, Ordering::Relaxed);
     }
 
+    /// Writes the batch one record per transaction. A record the database refuses for its
+    /// data is logged in full (so an operator can repair and replay it) and left out; a
+    /// transient failure is retried as usual. Only reached when a whole batch was refused twice.
+    fn isolate(&mut self) {
+        self.refused = vec![false; self.records.len()];
+        for i in 0..self.records.len() {
+            let mut backoff = BACKOFF_START;
+            loop {
+                match self
+                    .backend
+                    .write_batch(std::slice::from_ref(&self.records[i]))
+                {
+                    Ok(()) => break,
+                    Err(err) if err.is_permanent() => {
+                        ftlog::error!(
+                            "persistence: record refused and NOT stored ({err}): {:?}",
+                            self.records[i]
+                        );
+                        self.refused[i] = true;
+                        break;
+                    }
+                    Err(err) => {
+                        ftlog::debug!("persistence: retrying a record after: {err}");
+                        thread::sleep(backoff);
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                        let _ = self.backend.reset();
+                    }
+                }
+            }
+        }
+    }
+
     /// Hands each token of the committed batch to its shard, then wakes each such shard once.
     fn deliver_acks(&mut self) {
         if self.acks.is_empty() {
@@ -262,9 +323,15 @@ impl Writer {
         }
         let shards = self.touched.len();
         let mut stray = 0usize;
-        for ack in &self.acks {
+        for (idx, ack) in &self.acks {
+            let refused = idx.is_some_and(|i| self.refused.get(i).copied().unwrap_or(false));
             if ack.shard < shards {
-                self.queue.acks(ack.shard).push(ack.token);
+                let token = if refused {
+                    ack.token | crate::queue::REFUSED
+                } else {
+                    ack.token
+                };
+                self.queue.acks(ack.shard).push(token);
                 self.touched[ack.shard] = true;
             } else {
                 stray += 1;
@@ -464,7 +531,8 @@ mod tests {
                 if log.attempts == 2 {
                     log.degraded_seen = self.queue.stats().degraded.load(Ordering::Acquire);
                 }
-                return Err(PersistError::BadData("injected failure".into()));
+                // A transient error (a lost connection, say): the whole batch is retried.
+                return Err(PersistError::Io(std::io::Error::other("injected failure")));
             }
             log.committed.push(batch.to_vec());
             Ok(())
@@ -478,6 +546,71 @@ mod tests {
         fn describe(&self) -> String {
             "fake".into()
         }
+    }
+
+    /// Refuses, for its data, any batch holding the message with id `poison`.
+    struct RefusingBackend {
+        poison: u64,
+        committed: Arc<Mutex<Vec<WriteRecord>>>,
+    }
+
+    impl Backend for RefusingBackend {
+        fn load(&mut self, _sink: &mut dyn FnMut(Loaded)) -> Result<LoadSummary, PersistError> {
+            Ok(LoadSummary::default())
+        }
+
+        fn write_batch(&mut self, batch: &[WriteRecord]) -> Result<(), PersistError> {
+            let bad = batch
+                .iter()
+                .any(|r| matches!(r, WriteRecord::InsertMessage(m) if m.message_id == self.poison));
+            if bad {
+                return Err(PersistError::BadData("value out of range".into()));
+            }
+            self.committed.lock().unwrap().extend_from_slice(batch);
+            Ok(())
+        }
+
+        fn describe(&self) -> String {
+            "refusing".into()
+        }
+    }
+
+    #[test]
+    fn a_record_the_database_refuses_does_not_stall_the_others() {
+        let queue = PersistQueue::new(256, 1);
+        for i in 1..=5u64 {
+            push(
+                &queue,
+                Envelope::acked(message(i), Ack { shard: 0, token: i }),
+            );
+        }
+        let committed = Arc::new(Mutex::new(Vec::new()));
+        let backend = RefusingBackend {
+            poison: 3,
+            committed: committed.clone(),
+        };
+        let handle = spawn(Box::new(backend), queue.clone(), BatchConfig::default()).unwrap();
+        let mut tokens = wait_tokens(queue.acks(0), 5);
+        tokens.sort_unstable();
+        assert_eq!(tokens, vec![1, 2, 4, 5, 3 | crate::queue::REFUSED]);
+        // Later batches flow again.
+        push(
+            &queue,
+            Envelope::acked(message(6), Ack { shard: 0, token: 6 }),
+        );
+        assert_eq!(wait_tokens(queue.acks(0), 1), vec![6]);
+        queue.close();
+        handle.join().unwrap();
+        let ids: Vec<u64> = committed
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|r| match r {
+                WriteRecord::InsertMessage(m) => Some(m.message_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ids, vec![1, 2, 4, 5, 6]);
     }
 
     #[test]

@@ -45,15 +45,16 @@ pub struct Mesh<T: Send + 'static> {
 
 impl<T: Send + 'static> Mesh<T> {
     /// Joins the mesh (all shards must call this with clones of the same builder), then
-    /// starts the sender and receiver tasks on the current executor. `handler(from, msg)` is
-    /// called for every received message and must not block.
+    /// starts the sender and receiver tasks on the current executor. `handler(mesh, from,
+    /// msg)` is called for every received message and must not block; it gets the mesh so it
+    /// can answer even before `join` has returned (a peer may already be talking).
     pub async fn join<H>(
         builder: MeshBuilder<T, Full>,
         high_water: usize,
         handler: H,
     ) -> Result<Rc<Self>, MeshError>
     where
-        H: Fn(usize, T) + 'static,
+        H: Fn(&Rc<Mesh<T>>, usize, T) + 'static,
     {
         let (senders, mut receivers): (Senders<T>, Receivers<T>) =
             builder.join().await.map_err(|_| MeshError::Join)?;
@@ -83,7 +84,7 @@ impl<T: Send + 'static> Mesh<T> {
             glommio::spawn_local(async move {
                 while let Some(msg) = rx.recv().await {
                     m.stats.received.set(m.stats.received.get() + 1);
-                    h(peer, msg);
+                    h(&m, peer, msg);
                 }
             })
             .detach();
@@ -210,31 +211,29 @@ mod tests {
     /// reply must arrive, within a bounded time.
     #[test]
     fn cross_traffic_through_tiny_channels_does_not_deadlock() {
-        const N: u64 = 50_000;
+        const N: u64 = 30_000;
         let builder: MeshBuilder<(bool, u64), Full> = MeshBuilder::full(2, 2);
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut handles = Vec::new();
         for i in 0..2 {
             let b = builder.clone();
+            let done = done.clone();
             handles.push(
                 LocalExecutorBuilder::new(Placement::Unbound)
                     .spawn(move || async move {
                         let got_req = Rc::new(Cell::new(0u64));
                         let got_rep = Rc::new(Cell::new(0u64));
-                        let me = Rc::new(RefCell::new(None::<Rc<Mesh<(bool, u64)>>>));
-                        let (gq, gp, m2) = (got_req.clone(), got_rep.clone(), me.clone());
-                        let mesh = Mesh::join(b, 4, move |from, (is_req, v)| {
+                        let (gq, gp) = (got_req.clone(), got_rep.clone());
+                        let mesh = Mesh::join(b, 4, move |m, from, (is_req, v)| {
                             if is_req {
                                 gq.set(gq.get() + 1);
-                                if let Some(m) = m2.borrow().as_ref() {
-                                    m.push(from, (false, v));
-                                }
+                                m.push(from, (false, v));
                             } else {
                                 gp.set(gp.get() + 1);
                             }
                         })
                         .await
                         .unwrap();
-                        *me.borrow_mut() = Some(mesh.clone());
                         let other = 1 - i;
                         for v in 0..N {
                             mesh.send(other, (true, v)).await;
@@ -246,10 +245,14 @@ mod tests {
                             glommio::timer::sleep(Duration::from_millis(1)).await;
                         }
                         let r = (got_req.get(), got_rep.get());
-                        // Let the peer finish before the channels go away.
-                        glommio::timer::sleep(Duration::from_millis(200)).await;
+                        // The channels go away with the executors: wait for the peer too.
+                        done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        while done.load(std::sync::atomic::Ordering::SeqCst) < 2
+                            && start.elapsed() < Duration::from_secs(60)
+                        {
+                            glommio::timer::sleep(Duration::from_millis(1)).await;
+                        }
                         mesh.close();
-                        *me.borrow_mut() = None;
                         r
                     })
                     .unwrap(),

@@ -154,6 +154,10 @@ pub fn preview(message_type: &str, body: &str) -> String {
     }
 }
 
+/// `m_chatlist.unread_count` is a signed 32-bit INT: counts stop there rather than make the
+/// database refuse the row.
+pub const MAX_UNREAD: i64 = i32::MAX as i64;
+
 /// The greeting the acceptor of a friend request sends, as the old server did: it makes the
 /// new conversation visible in both chat lists.
 pub const GREETING: &str = "我们已经是好友了，可以开始聊天了！";
@@ -460,7 +464,7 @@ impl ShardState {
         chat.last_message = preview(&greeting.message_type, &greeting.body);
         chat.last_message_type = Some(greeting.message_type.clone());
         chat.last_time = greeting.timestamp.clone();
-        chat.unread_count += unread;
+        chat.unread_count = (chat.unread_count + unread).min(MAX_UNREAD);
         chat.chat_status = "chatting".to_string();
         out.push(WriteRecord::UpsertChat(chat_row(user, &peer.user_id, chat)));
         Ok((*u.profile).clone())
@@ -630,7 +634,7 @@ impl ShardState {
         chat.last_message = preview(&m.message_type, &m.body);
         chat.last_message_type = Some(m.message_type.clone());
         chat.last_time = m.timestamp.clone();
-        chat.unread_count += unread;
+        chat.unread_count = (chat.unread_count + unread).min(MAX_UNREAD);
         chat.chat_status = "chatting".to_string();
         out.push(WriteRecord::UpsertChat(chat_row(owner, peer_id, chat)));
     }

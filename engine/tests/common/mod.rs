@@ -44,11 +44,30 @@ impl TestServer {
             .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("start corechat");
         let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
+        // Lines are read on their own thread (which then keeps draining stdout so the server
+        // never blocks on a full pipe), so that waiting for "ready" is bounded even if the
+        // server hangs without printing anything.
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
+                let _ = tx.send(String::from_utf8_lossy(&line).into_owned());
+            }
+        });
         let deadline = Instant::now() + Duration::from_secs(60);
         let (addr, admin) = loop {
-            assert!(Instant::now() < deadline, "server did not get ready");
-            let line = lines.next().expect("server exited before ready").unwrap();
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(line) => line,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("server did not get ready within 60 s");
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    let _ = child.kill();
+                    panic!("server exited before ready: {:?}", child.wait());
+                }
+            };
             if let Some(rest) = line.strip_prefix("corechat ready on ") {
                 let a = rest.split_whitespace().next().unwrap();
                 let admin = rest
@@ -58,8 +77,6 @@ impl TestServer {
                 break (a.parse().unwrap(), admin);
             }
         };
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines.by_ref() {});
         TestServer {
             addr,
             admin,
@@ -197,6 +214,53 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// Kills the server (SIGKILL, no shutdown at all) and starts a new one on the same data
+    /// directory; `self` then refers to the new server.
+    pub fn restart_after_crash(&mut self, shards: usize, extra: &[&str]) {
+        self.kill();
+        let mut next = TestServer::start_on(&self.data.clone(), shards, extra);
+        self.addr = next.addr;
+        self.child = next.child.take();
+    }
+}
+
+impl TestServer {
+    /// Sends SIGTERM once, without waiting (see [`TestServer::wait_exit`]).
+    pub fn terminate(&self) {
+        if let Some(c) = &self.child {
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+        }
+    }
+
+    /// Waits (at most 60 s) for the server to exit on its own; returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("server did not exit within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Whether a [`Client`] read error is its timeout (a read timeout shows as `WouldBlock` on
+/// Linux) rather than the end of the connection.
+pub fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+    )
+}
+
 /// Asserts that every value of every reply object is a JSON string (the client reads every
 /// field with `QJsonValue::toString()`). A reply is an object or an array of objects.
 pub fn assert_strings(v: &Value) {
@@ -327,6 +391,9 @@ pub trait ClientExt {
     /// returns: an over-long frame header makes the server answer an error and close it, and
     /// the error is read back. (A plain close leaves a race with messages already in flight.)
     fn go_offline(self);
+    /// [`ClientExt::go_offline`], returning the frames that arrived before the close (held
+    /// ones included), but not the error frame.
+    fn go_offline_collect(self) -> Vec<Value>;
 }
 
 impl ClientExt for Client {
@@ -378,22 +445,25 @@ impl ClientExt for Client {
         }
     }
 
-    fn go_offline(mut self) {
+    fn go_offline(self) {
+        self.go_offline_collect();
+    }
+
+    fn go_offline_collect(mut self) -> Vec<Value> {
         self.send_raw(&((2u32 << 20) + 1).to_be_bytes()).unwrap();
         let mut saw_error = false;
+        let mut frames = Vec::new();
         loop {
             match self.recv() {
                 Ok(v) => {
                     if reply_type(&v) == "error" && reply_status(&v) == "error" {
                         saw_error = true;
+                    } else {
+                        frames.push(v);
                     }
                 }
                 Err(e) => {
-                    assert_ne!(
-                        e.kind(),
-                        std::io::ErrorKind::TimedOut,
-                        "server kept the connection"
-                    );
+                    assert!(!is_timeout(&e), "server kept the connection: {e}");
                     break;
                 }
             }
@@ -402,5 +472,6 @@ impl ClientExt for Client {
             saw_error,
             "no error frame before the server closed the connection"
         );
+        frames
     }
 }

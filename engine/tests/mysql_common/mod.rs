@@ -2,21 +2,172 @@
 //! the legacy fixture, and the real `corechat` binary started on that database.
 //!
 //! Needs `CORECHAT_TEST_MYSQL_URL` (e.g. `mysql://corechat:corechat@127.0.0.1:3306`), naming a
-//! user that may create databases `corechat_*`: `export CORECHAT_TEST_MYSQL_URL=$(scripts/mariadb.sh --url | tail -n1)`.
+//! user that may create databases `corechat_*`:
+//! `export CORECHAT_TEST_MYSQL_URL=$(scripts/mariadb.sh --url | tail -n1)`.
 //! Without it these tests FAIL with that hint; they never pass silently.
 //!
-//! A test file uses it with `mod common; mod mysql_common; use mysql_common::*;` (this module
-//! reads `crate::common`, the harness of the other integration tests, without changing it).
+//! A test file uses it with `mod mysql_common; use mysql_common::*;`. It is self-contained (a
+//! copy of the few harness pieces of `tests/common` these tests need), so that work on the
+//! other integration tests' harness cannot break these.
 
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use crate::common::*;
+pub use corechat_engine::client::{reply_status, reply_type, Client};
 pub use mysql::prelude::Queryable;
 pub use mysql::{Conn, Opts};
+pub use serde_json::{json, Value};
+
+// ---------------------------------------------------------------------------------------------
+// The server process
+// ---------------------------------------------------------------------------------------------
+
+/// A `corechat` process on an ephemeral port, killed (SIGKILL) when dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub child: Option<Child>,
+}
+
+impl TestServer {
+    /// Starts the binary with `shards` shards, `data` as its data directory and `extra` flags;
+    /// returns once it printed its ready line (at most 60 s).
+    pub fn start_on(data: &Path, shards: usize, extra: &[&str]) -> TestServer {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_corechat"));
+        cmd.args(["--listen", "127.0.0.1:0", "--no-pin", "--log-level", "warn"])
+            .args(["--admin", "off"])
+            .args(["--shards", &shards.to_string()])
+            .arg("--data-dir")
+            .arg(data)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("start corechat");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Reads the ready line, then keeps draining stdout so the server never blocks on it.
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            for line in lines.by_ref() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix("corechat ready on ") {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                    break;
+                }
+            }
+            for _ in lines {}
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a.parse().expect("ready line names an address"),
+            Err(_) => {
+                let status = child.try_wait().ok().flatten();
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("corechat did not get ready (exit status {status:?}; its stderr is above)");
+            }
+        };
+        TestServer {
+            addr,
+            child: Some(child),
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr).expect("connect to corechat")
+    }
+
+    /// SIGTERM, then wait (at most 60 s); returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let pid = i32::try_from(child.id()).expect("pid");
+        // SAFETY: signals our own child process, which has not been reaped yet.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(st) = child.try_wait().expect("wait") {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("corechat did not stop within 60 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `count` phone numbers from `base` on, one on each of `shards` shards in turn, as the server
+/// places users.
+pub fn phones_on_distinct_shards(base: u64, count: usize, shards: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut n = base;
+    while out.len() < count {
+        let p = n.to_string();
+        if corechat_shards::shard_of(&p, shards) == out.len() % shards {
+            out.push(p);
+        }
+        n += 1;
+    }
+    out
+}
+
+/// Registers and logs in a user (and asks for unread messages, as the client does).
+pub fn user(server: &TestServer, phone: &str, password: &str) -> Client {
+    let mut c = server.client();
+    let r = c
+        .register(phone, &format!("user {phone}"), password)
+        .expect("register reply");
+    assert_eq!(r["status"], "success", "{r}");
+    let r = c.login(phone, password).expect("login reply");
+    assert_eq!(reply_status(&r), "success", "{r}");
+    let r = c
+        .simple("get_unread_messages", phone)
+        .expect("get_unread_messages reply");
+    assert_eq!(reply_type(&r), "get_unread_messages");
+    c
+}
+
+/// Makes `a` and `b` friends (a asks, b accepts).
+pub fn befriend(a: &mut Client, a_id: &str, b: &mut Client, b_id: &str) {
+    let r = a.pair("add_friend", a_id, b_id).expect("add_friend reply");
+    assert_eq!(r["status"], "success", "{r}");
+    let r = b
+        .pair("accept_friend", b_id, a_id)
+        .expect("accept_friend reply");
+    assert_eq!(r["status"], "success", "{r}");
+}
+
+/// A text `send_message` as the client writes it.
+pub fn text(from: &str, to: &str, body: &str) -> Value {
+    message(from, to, "text", body, " ")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The database
+// ---------------------------------------------------------------------------------------------
 
 /// Flags every server in these tests gets on top of `--database`: a cheap argon2 (the tests
 /// are about the database, and a debug build pays dearly for the default 19 MiB).
@@ -205,7 +356,7 @@ pub struct Chat {
 }
 
 /// `m_chatlist` by (user_id, comm_id).
-pub fn chats(c: &mut Conn) -> HashMap<(String, String), Chat> {
+pub fn chat_rows(c: &mut Conn) -> HashMap<(String, String), Chat> {
     let rows: Vec<mysql::Row> = c
         .query(
             "SELECT user_id, comm_id, IFNULL(last_message, ''), last_message_type, \
@@ -287,14 +438,16 @@ pub fn s<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
-/// The ids of the server's own sessions on `db` (its persistence connection), seen from
-/// `admin`, which is excluded.
+/// The ids of the server's own sessions on `db` (its persistence connection): sessions of the
+/// test user (`corechat`) on that database, except `admin`'s own.
 pub fn server_sessions(admin: &mut Conn, db: &str) -> Vec<u64> {
+    let opts = Opts::from_url(&base_url()).expect("base URL parses");
+    let user = opts.get_user().unwrap_or("corechat").to_string();
     admin
         .exec(
             "SELECT ID FROM information_schema.PROCESSLIST \
-             WHERE DB = ? AND USER = 'corechat' AND ID <> CONNECTION_ID()",
-            (db,),
+             WHERE DB = ? AND USER = ? AND ID <> CONNECTION_ID()",
+            (db, user),
         )
         .expect("processlist")
 }
