@@ -48,6 +48,10 @@ pub struct Conn {
     closed: Cell<Option<CloseReason>>,
     /// The user this connection is logged in as.
     pub user: RefCell<Option<String>>,
+    /// Replies to this connection waiting for a commit.
+    pub deferred: Cell<u32>,
+    /// Set at shutdown: read no more requests, but keep writing replies.
+    stop_reading: Cell<bool>,
     pub last_active: Cell<Instant>,
     /// When the connection was accepted, for the log.
     pub opened: Instant,
@@ -68,6 +72,8 @@ impl Conn {
             writing: Cell::new(false),
             closed: Cell::new(None),
             user: RefCell::new(None),
+            deferred: Cell::new(0),
+            stop_reading: Cell::new(false),
             last_active: Cell::new(now),
             opened: now,
         })
@@ -121,6 +127,18 @@ impl Conn {
         }
     }
 
+    /// Stops the reader (at shutdown) while replies still go out.
+    pub fn stop_reading(&self) {
+        self.stop_reading.set(true);
+        if let Some(w) = self.reader.take() {
+            w.wake();
+        }
+    }
+
+    pub fn reading_stopped(&self) -> bool {
+        self.stop_reading.get()
+    }
+
     /// Reads what the socket has into `dec`, through the shard's shared `scratch` buffer
     /// (borrowed only inside a poll, never across a wait). `Ok(0)` at end of stream or once
     /// the connection is closed.
@@ -130,7 +148,7 @@ impl Conn {
         scratch: &RefCell<Vec<u8>>,
     ) -> std::io::Result<usize> {
         poll_fn(|cx| {
-            if self.is_closed() {
+            if self.is_closed() || self.stop_reading.get() {
                 return Poll::Ready(Ok(0));
             }
             let mut buf = scratch.borrow_mut();

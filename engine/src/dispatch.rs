@@ -52,13 +52,21 @@ pub async fn serve(shard: Rc<Shard>, conn: Rc<Conn>, leftover: Vec<u8>) {
                     break 'conn;
                 }
             };
+            if conn.reading_stopped() {
+                break 'conn;
+            }
             let started = Instant::now();
             conn.last_active.set(started);
             if conn.user.borrow().is_none() {
                 shard.anon.borrow_mut().touch(conn.id, started);
             }
             let flow = match frame {
-                Ok(req) => Box::pin(handle(&shard, &conn, req, started, &mut dec)).await,
+                Ok(req) => {
+                    shard.inflight.set(shard.inflight.get() + 1);
+                    let f = Box::pin(handle(&shard, &conn, req, started, &mut dec)).await;
+                    shard.inflight.set(shard.inflight.get() - 1);
+                    f
+                }
                 Err(bad) => {
                     reply_bad(&shard, &conn, &bad);
                     Flow::Continue
@@ -81,6 +89,10 @@ pub async fn serve(shard: Rc<Shard>, conn: Rc<Conn>, leftover: Vec<u8>) {
                 break;
             }
         }
+    }
+    if conn.reading_stopped() && !conn.is_closed() {
+        // Shutting down: the runtime closes the connection once its replies are out.
+        return;
     }
     conn.close(CloseReason::PeerClosed);
     shard.remove_conn(&conn);
@@ -134,7 +146,7 @@ async fn handle(
         Request::Register { .. } | Request::Login { .. } => {
             reply_error(conn, kind, "already logged in");
         }
-        Request::GetUnreadMessages { .. } => get_unread(shard, conn, &user),
+        Request::GetUnreadMessages { .. } => get_unread(shard, conn, &user).await,
         Request::Chatting { .. } => chatting(shard, conn, &user),
         Request::Friends { .. } => friends(shard, conn, &user),
         Request::SearchUser { search_id, .. } => search(shard, conn, &search_id).await,
@@ -271,6 +283,12 @@ async fn login(
         shard.metrics.record_service("login", started.elapsed());
         Flow::Continue
     };
+    // A register just before on this connection is answered first (and never lost by the
+    // connection moving to another shard).
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    while conn.deferred.get() > 0 && !conn.is_closed() && Instant::now() < deadline {
+        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+    }
     let owner = shard.owner(&user_id);
     let creds = match shard
         .call(
@@ -331,9 +349,17 @@ async fn login(
 
 // ----- reads -----
 
-fn get_unread(shard: &Shard, conn: &Conn, user: &str) {
+/// Most bytes of messages in one `get_unread_messages` frame: a large mailbox goes out as
+/// several frames (the client handles each like the first).
+const UNREAD_FRAME_BYTES: usize = 256 * 1024;
+
+/// Hands over the offline queue, oldest first, in frames of bounded size, waiting for the
+/// client to take each part before queuing more than half of `--max-outbound`. What could not
+/// be written (the connection went away) stays queued for the next login.
+async fn get_unread(shard: &Shard, conn: &Conn, user: &str) {
     let mut out = Vec::new();
     let msgs = shard.state.borrow_mut().take_undelivered(user, &mut out);
+    shard.write(std::mem::take(&mut out), None);
     if msgs.is_empty() {
         conn.send(|o| {
             write_frame(
@@ -343,19 +369,37 @@ fn get_unread(shard: &Shard, conn: &Conn, user: &str) {
         });
         return;
     }
-    let replies: Vec<MessageReply> = msgs
-        .iter()
-        .map(|m| MessageReply::new("get_unread_messages", m))
-        .collect();
-    let written = conn.send(|o| write_frame(o, &replies));
-    if !written {
-        // The connection went away before the messages were written: keep them.
+    let mut rest = msgs.as_slice();
+    while !rest.is_empty() {
+        let mut bytes = 0;
+        let n = rest
+            .iter()
+            .take_while(|m| {
+                bytes += 256 + m.body.len() + m.file_path.len();
+                bytes <= UNREAD_FRAME_BYTES
+            })
+            .count()
+            .max(1);
+        if conn.pending_bytes() > shard.cfg.max_outbound / 2 {
+            conn.flushed().await;
+        }
+        let replies: Vec<MessageReply> = rest[..n]
+            .iter()
+            .map(|m| MessageReply::new("get_unread_messages", m))
+            .collect();
+        if !conn.send(|o| write_frame(o, &replies)) {
+            break;
+        }
+        rest = &rest[n..];
+    }
+    if !rest.is_empty() {
+        // The connection went away before these were written: keep them.
         shard
             .state
             .borrow_mut()
-            .restore_undelivered(user, msgs, &mut out);
+            .restore_undelivered(user, rest.to_vec(), &mut out);
+        shard.write(out, None);
     }
-    shard.write(out, None);
 }
 
 fn chatting(shard: &Shard, conn: &Conn, user: &str) {
@@ -502,7 +546,8 @@ async fn accept_friend(
     }
     // As the old server did: a greeting from the acceptor makes the chat visible to both.
     let greeting = MessageRow {
-        message_id: shard.next_message_id(),
+        // Numbered by the requester's shard, which stores it.
+        message_id: 0,
         sender_id: user.to_string(),
         receiver_id: requester.to_string(),
         chat_type: "friend".to_string(),
@@ -586,7 +631,8 @@ async fn send_message(shard: &Rc<Shard>, conn: &Rc<Conn>, m: OutgoingMessage, st
     }
     Counters::inc(&shard.metrics.counters.messages);
     let msg = MessageRow {
-        message_id: shard.next_message_id(),
+        // Numbered by the receiver's shard (see `Shard::deliver`).
+        message_id: 0,
         sender_id: m.send_id,
         receiver_id: m.receiver_id,
         chat_type: m.chat_type,

@@ -2,15 +2,16 @@
 //! password pool and one pinned executor per shard, and on SIGTERM stop in the order that
 //! loses nothing.
 //!
-//! Stop order: shards stop accepting and reading, wait for the replies that wait on commits,
-//! hand every held-back record to the queue, and close their connections; then the
+//! Stop order: shards stop accepting and reading; requests in progress finish and the replies
+//! that wait on commits go out; once every shard is there (they keep answering each other
+//! meanwhile), connections close after their last bytes and the mesh goes away; then the
 //! persistence thread drains the queue, commits and exits; then the process exits 0.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::{IntoRawFd, OwnedFd};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -159,6 +160,9 @@ impl Server {
             None => None,
         };
         let mesh: MeshBuilder<MeshMsg, _> = MeshBuilder::full(n, cfg.mesh_capacity);
+        // Shutdown barriers: shards that have drained their own work, and that have closed
+        // their connections (see `run_shard`).
+        let (drained, exited) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let cpus = crate::config::usable_cores();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<usize, String>>();
         let mut handles = Vec::with_capacity(n);
@@ -179,9 +183,10 @@ impl Server {
                 Placement::Unbound
             };
             let (mesh, stop, ready) = (mesh.clone(), stop.clone(), ready_tx.clone());
+            let barriers = (drained.clone(), exited.clone());
             let h = LocalExecutorBuilder::new(placement)
                 .name(&format!("corechat-shard-{id}"))
-                .spawn(move || run_shard(init, mesh, fd, stop, ready))
+                .spawn(move || run_shard(init, mesh, fd, stop, barriers, ready))
                 .map_err(|e| ServerError::Start {
                     what: "a shard executor",
                     source: std::io::Error::other(e.to_string()),
@@ -261,6 +266,7 @@ async fn run_shard(
     mesh: MeshBuilder<MeshMsg, glommio::channels::channel_mesh::Full>,
     fd: OwnedFd,
     stop: Arc<AtomicBool>,
+    (drained, exited): (Arc<AtomicUsize>, Arc<AtomicUsize>),
     ready: std::sync::mpsc::Sender<Result<usize, String>>,
 ) -> Result<(), String> {
     let id = init.id;
@@ -297,24 +303,42 @@ async fn run_shard(
     }
     shard.stop();
     accept.cancel().await;
-
-    // Replies that wait for a commit go out before the connections close.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while (shard.pending_acks() > 0 || shard.overflow_len() > 0) && Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(5)).await;
+    let conns: Vec<_> = shard.conns.borrow().values().cloned().collect();
+    for c in &conns {
+        c.stop_reading();
     }
+
+    // 1. Requests in progress finish (they may wait on other shards, whose mesh receivers
+    //    keep running), and their replies that wait for a commit go out.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let busy = |s: &Shard| s.inflight.get() > 0 || s.pending_acks() > 0 || s.overflow_len() > 0;
+    while busy(&shard) && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(2)).await;
+    }
+    // 2. Every shard has reached that point before any mesh goes away: until then this shard
+    //    keeps answering the others (deliveries, calls) and queuing their records.
+    drained.fetch_add(1, Ordering::AcqRel);
+    while drained.load(Ordering::Acquire) < shard.shards && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(2)).await;
+    }
+    while busy(&shard) && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(2)).await;
+    }
+    // 3. Close the connections once what is queued for them is written.
     let conns: Vec<_> = shard.conns.borrow().values().cloned().collect();
     for c in &conns {
         c.close(CloseReason::Shutdown);
     }
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let flush_deadline = Instant::now() + Duration::from_secs(2);
     for c in &conns {
-        while c.pending_bytes() > 0 && Instant::now() < deadline {
+        while c.pending_bytes() > 0 && Instant::now() < flush_deadline {
             glommio::timer::sleep(Duration::from_millis(5)).await;
         }
     }
-    // Let the other shards finish their own drains before the mesh goes away.
-    glommio::timer::sleep(Duration::from_millis(100)).await;
+    exited.fetch_add(1, Ordering::AcqRel);
+    while exited.load(Ordering::Acquire) < shard.shards && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(2)).await;
+    }
     mesh.close();
     shard.publish();
     if shard.overflow_len() > 0 {

@@ -61,6 +61,8 @@ pub struct Shard {
     overflow: RefCell<VecDeque<Envelope>>,
     overflow_waker: Cell<Option<Waker>>,
     stopping: Cell<bool>,
+    /// Requests being served right now (some wait on other shards).
+    pub inflight: Cell<usize>,
     /// One read buffer for all connections of the shard: a read copies straight into the
     /// connection's frame decoder, so an idle connection holds no buffer of its own.
     pub scratch: RefCell<Vec<u8>>,
@@ -108,6 +110,7 @@ impl Shard {
             overflow: RefCell::new(VecDeque::new()),
             overflow_waker: Cell::new(None),
             stopping: Cell::new(false),
+            inflight: Cell::new(0),
             scratch: RefCell::new(vec![0; 64 * 1024]),
             cfg: init.cfg,
         })
@@ -214,7 +217,10 @@ impl Shard {
 
     /// Pushes `records` in order; the last one carries `ack`. Never drops: what the queue
     /// cannot take now waits in the overflow, which is retried first.
-    pub fn write(&self, records: Vec<WriteRecord>, ack: Option<Ack>) {
+    pub fn write(&self, mut records: Vec<WriteRecord>, ack: Option<Ack>) {
+        if records.is_empty() && ack.is_some() {
+            records.push(WriteRecord::Barrier);
+        }
         let n = records.len();
         for (i, r) in records.into_iter().enumerate() {
             let env = Envelope {
@@ -279,6 +285,7 @@ impl Shard {
         kind: &'static str,
     ) -> Ack {
         let token = self.token();
+        conn.deferred.set(conn.deferred.get() + 1);
         self.acks.borrow_mut().insert(
             token,
             PendingAck {
@@ -296,8 +303,10 @@ impl Shard {
 
     /// Sends instead of a deferred reply: the change it waited for was refused.
     pub fn refuse_deferred(&self, token: u64, frame: impl FnOnce(&mut Vec<u8>, &'static str)) {
-        if let Some(p) = self.acks.borrow_mut().remove(&token) {
+        let p = self.acks.borrow_mut().remove(&token);
+        if let Some(p) = p {
             if let Some(c) = self.conn(p.conn) {
+                c.deferred.set(c.deferred.get().saturating_sub(1));
                 c.send(|out| frame(out, p.kind));
             }
         }
@@ -322,6 +331,7 @@ impl Shard {
                 };
                 self.metrics.record_service(p.kind, p.started.elapsed());
                 if let Some(c) = self.conn(p.conn) {
+                    c.deferred.set(c.deferred.get().saturating_sub(1));
                     let frame = p.frame;
                     c.send(|out| out.extend_from_slice(&frame));
                 }
@@ -400,9 +410,10 @@ impl Shard {
             CallOp::FriendAccept {
                 acceptor,
                 requester,
-                greeting,
+                mut greeting,
                 started,
             } => {
+                greeting.message_id = self.next_message_id();
                 if !self.admit() {
                     return CallReply::Busy;
                 }
@@ -435,7 +446,10 @@ impl Shard {
 
     /// Hands a chat message to its receiver, one of this shard's users. Its row is pushed
     /// with `ack`, so the sender hears `success` once the row is durable.
-    pub fn deliver(&self, msg: MessageRow, ack: Ack, started: Instant) {
+    pub fn deliver(&self, mut msg: MessageRow, ack: Ack, started: Instant) {
+        // Ids come from the receiver's shard, so one receiver's messages are numbered in the
+        // order they arrived: that is the order the offline queue is reloaded in.
+        msg.message_id = self.next_message_id();
         self.prune_sessions(&msg.receiver_id);
         let mut out = Vec::new();
         let r = self.state.borrow_mut().deliver(msg.clone(), &mut out);

@@ -270,61 +270,89 @@ fn acknowledged_changes_survive_kill_9() {
     assert_eq!(s.stop(), Some(0));
 }
 
-/// SIGTERM while a client keeps sending: the server stops taking requests, answers or
-/// closes every connection promptly, exits 0, and every message it acknowledged is stored.
+/// SIGTERM while clients keep sending (from two shards to a user on a third): the server
+/// answers or closes every connection promptly, exits 0, and every message it acknowledged
+/// is stored.
 #[test]
 fn sigterm_under_load_answers_or_closes_and_keeps_what_it_acknowledged() {
+    use std::sync::mpsc;
+    use std::time::Duration;
     let mut s = TestServer::start_fast(3);
-    let p = phones_on_distinct_shards(13844000000, 2, 3);
-    let (a, b) = (p[0].clone(), p[1].clone());
-    let mut ca = user(&s, &a, "pa");
+    let p = phones_on_distinct_shards(13844000000, 3, 3);
+    let b = p[1].clone();
     let mut cb = user(&s, &b, "pb");
-    befriend(&mut ca, &a, &mut cb, &b);
+    let mut senders = Vec::new();
+    for me in [&p[0], &p[2]] {
+        let mut c = user(&s, me, "ps");
+        befriend(&mut c, me, &mut cb, &b);
+        // Every wait bounded: writes too.
+        c.stream()
+            .set_write_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        senders.push((me.clone(), c));
+    }
     cb.go_offline();
-    let (tx, rx) = std::sync::mpsc::channel();
-    // Every wait bounded: writes too.
-    ca.stream()
-        .set_write_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    let sender = std::thread::spawn(move || {
-        let (mut sent, mut ok) = (0usize, 0usize);
-        let mut answered = 0usize;
-        loop {
-            while sent - answered < 16 {
-                if ca.send_text(&a, &b, &format!("m{sent}")).is_err() {
-                    break;
-                }
-                sent += 1;
-            }
-            match ca.recv_type("send_message") {
-                Ok(r) => {
-                    answered += 1;
-                    if r["status"] == "success" {
-                        ok += 1;
+    let (tx, rx) = mpsc::channel();
+    let threads: Vec<_> = senders
+        .into_iter()
+        .map(|(me, mut c)| {
+            let (b, tx) = (b.clone(), tx.clone());
+            std::thread::spawn(move || {
+                let (mut sent, mut ok, mut answered) = (0usize, 0usize, 0usize);
+                loop {
+                    // A deep pipeline: requests are always in flight when the signal comes.
+                    while sent - answered < 64 {
+                        if c.send_text(&me, &b, &format!("{me}#{sent}")).is_err() {
+                            break;
+                        }
+                        sent += 1;
                     }
-                    if ok == 200 {
-                        tx.send(()).unwrap();
+                    match c.recv_type("send_message") {
+                        Ok(r) => {
+                            answered += 1;
+                            if r["status"] == "success" {
+                                ok += 1;
+                            }
+                            if ok == 200 {
+                                tx.send(()).unwrap();
+                            }
+                        }
+                        Err(e) => return (me, sent, ok, e),
                     }
                 }
-                Err(e) => return (sent, ok, e),
-            }
-        }
-    });
-    rx.recv_timeout(std::time::Duration::from_secs(60))
-        .expect("200 messages acknowledged before the stop");
+            })
+        })
+        .collect();
+    for _ in 0..2 {
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("200 messages acknowledged before the stop");
+    }
     s.terminate();
-    let (sent, ok, end) = sender.join().unwrap();
-    assert!(
-        !is_timeout(&end),
-        "after SIGTERM the server left the connection open for 10 s without answering \
-         ({sent} sent, {ok} acknowledged)"
-    );
+    let ends: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    for (me, sent, ok, end) in &ends {
+        assert!(
+            !is_timeout(end),
+            "after SIGTERM the server left {me}'s connection open for 10 s without answering \
+             ({sent} sent, {ok} acknowledged)"
+        );
+    }
     assert_eq!(s.wait_exit(), Some(0));
     let s2 = TestServer::start_on(&s.data.clone(), 3, FAST_AUTH);
-    let (_cb, r) = relogin(&s2, &p[1], "pb");
+    let (_cb, r) = relogin(&s2, &b, "pb");
     let got = unread_bodies(&r);
-    assert!(got.len() >= ok, "{} stored, {ok} acknowledged", got.len());
-    assert!(got.len() <= sent);
-    let want: Vec<String> = (0..got.len()).map(|i| format!("m{i}")).collect();
-    assert_eq!(got, want);
+    for (me, sent, ok, _) in &ends {
+        let mine: Vec<&String> = got
+            .iter()
+            .filter(|m| m.starts_with(&format!("{me}#")))
+            .collect();
+        assert!(
+            mine.len() >= *ok,
+            "{me}: {} stored, {ok} acknowledged",
+            mine.len()
+        );
+        assert!(mine.len() <= *sent);
+        for (i, m) in mine.iter().enumerate() {
+            assert_eq!(**m, format!("{me}#{i}"));
+        }
+    }
 }

@@ -42,6 +42,10 @@ pub enum WriteRecord {
         a: String,
         b: String,
     },
+    /// Writes nothing. It carries an acknowledgement for a request whose effects were already
+    /// queued (or that changed nothing): the queue is FIFO, so once it commits, so has every
+    /// record its shard pushed before it.
+    Barrier,
 }
 
 /// Who to tell once the record is durable: a shard index and a token that shard chose.

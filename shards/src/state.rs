@@ -116,6 +116,8 @@ pub enum RuleError {
     AlreadyFriends,
     #[error("friend request already sent")]
     AlreadyRequested,
+    #[error("this user has already asked you: accept their request")]
+    RequestFromThem,
     #[error("no pending friend request from this user")]
     NoPendingRequest,
     #[error("not friends")]
@@ -346,7 +348,10 @@ impl ShardState {
         let u = self.users.get(user).ok_or(RuleError::NoSuchUser)?;
         match u.relations.get(friend) {
             Some(r) if r.relation == Relation::Accepted => Err(RuleError::AlreadyFriends),
-            Some(r) if r.relation == Relation::Pending => Err(RuleError::AlreadyRequested),
+            Some(r) if r.relation == Relation::Pending => match &r.requested_by {
+                Some(by) if by == friend => Err(RuleError::RequestFromThem),
+                _ => Err(RuleError::AlreadyRequested),
+            },
             _ => Ok(()),
         }
     }
@@ -363,8 +368,12 @@ impl ShardState {
         let peer = self.peer(from);
         let u = self.users.get_mut(to).ok_or(RuleError::NoSuchUser)?;
         if let Some(r) = u.relations.get(&from.user_id) {
-            if r.relation == Relation::Accepted {
-                return Err(RuleError::AlreadyFriends);
+            match r.relation {
+                Relation::Accepted => return Err(RuleError::AlreadyFriends),
+                // Requests that crossed: both asked, so either may accept. Keep the row (and
+                // who asked first) rather than make each side the requester in its own eyes.
+                Relation::Pending => return Ok((*u.profile).clone()),
+                Relation::Refused => {}
             }
         }
         let entry = RelationEntry {
@@ -392,6 +401,13 @@ impl ShardState {
     ) {
         let peer = self.peer(friend);
         if let Some(u) = self.users.get_mut(user) {
+            // A request from them that crossed ours: leave it, so this user can accept it.
+            if u.relations
+                .get(&friend.user_id)
+                .is_some_and(|r| r.relation == Relation::Pending)
+            {
+                return;
+            }
             let entry = RelationEntry {
                 relation: Relation::Pending,
                 created: created.to_string(),
@@ -842,6 +858,24 @@ mod tests {
         assert_eq!(chats[0].0.chat_status, "chatting");
         assert_eq!(chats[0].0.last_message, GREETING);
         assert_eq!(s.chats("2")[0].0.unread_count, 0);
+    }
+
+    #[test]
+    fn crossing_requests_leave_someone_able_to_accept() {
+        let mut s = ShardState::new();
+        let mut out = Vec::new();
+        s.register(user("1"), &mut out).unwrap();
+        s.register(user("2"), &mut out).unwrap();
+        let (p1, p2) = (Profile::from_row(&user("1")), Profile::from_row(&user("2")));
+        s.check_add("1", "2").unwrap();
+        s.check_add("2", "1").unwrap();
+        // Each shard handles the other's request before it hears back about its own.
+        s.receive_request("2", &p1, "t", &mut out).unwrap();
+        s.receive_request("1", &p2, "t", &mut out).unwrap();
+        s.record_request("1", &p2, "t", &mut out);
+        s.record_request("2", &p1, "t", &mut out);
+        assert!(s.check_accept("1", "2").is_ok() || s.check_accept("2", "1").is_ok());
+        assert_eq!(s.check_add("1", "2"), Err(RuleError::RequestFromThem));
     }
 
     #[test]

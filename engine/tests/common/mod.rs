@@ -355,9 +355,34 @@ pub fn login(server: &TestServer, phone: &str, password: &str) -> Client {
 /// Logs in on a new connection and returns the `get_unread_messages` reply too.
 pub fn relogin(server: &TestServer, phone: &str, password: &str) -> (Client, Value) {
     let mut c = login(server, phone, password);
-    let r = c.simple("get_unread_messages", phone).unwrap();
-    assert_strings(&r);
+    let r = unread_all(&mut c, phone);
     (c, r)
+}
+
+/// Sends `get_unread_messages` and gathers its reply, which a large mailbox splits over
+/// several frames, into one array. A `friends` request sent right after serves as a fence:
+/// requests are answered in order, so every part of the mailbox comes before its reply.
+pub fn unread_all(c: &mut Client, phone: &str) -> Value {
+    c.send(&json!({"type": "get_unread_messages", "user_id": phone}))
+        .unwrap();
+    c.send(&json!({"type": "friends", "user_id": phone}))
+        .unwrap();
+    let mut parts: Vec<Value> = Vec::new();
+    loop {
+        let r = c.recv().unwrap();
+        match reply_type(&r) {
+            "friends" => break,
+            "get_unread_messages" => {
+                assert_strings(&r);
+                parts.push(r);
+            }
+            _ => {}
+        }
+    }
+    if parts.len() == 1 {
+        return parts.remove(0);
+    }
+    Value::Array(parts.iter().flat_map(elements).collect())
 }
 
 /// Bodies of the messages in a `get_unread_messages` reply (empty for `status:"null"`).

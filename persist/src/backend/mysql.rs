@@ -914,6 +914,8 @@ fn plan(batch: &[WriteRecord]) -> Vec<Op<'_>> {
                     }
                 }
             }
+            // Nothing to write, and nothing to reorder around.
+            WriteRecord::Barrier => {}
             other => {
                 if !seg.is_empty() {
                     seg.flush(&mut ops);
@@ -1185,6 +1187,7 @@ fn write_single<Q: Queryable>(q: &mut Q, record: &WriteRecord) -> Result<(), Per
                 vec![s(receiver_id), s(sender_id)],
             )?;
         }
+        WriteRecord::Barrier => {}
         WriteRecord::MarkConversationDeleted { a, b } => {
             // Two statements rather than an OR, so each can use the sender_id index.
             for (from, to) in [(a, b), (b, a)] {

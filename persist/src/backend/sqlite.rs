@@ -313,6 +313,7 @@ fn apply_record(tx: &Transaction<'_>, record: &WriteRecord) -> rusqlite::Result<
             stmt.execute(params![a, b])?;
             stmt.execute(params![b, a])?;
         }
+        WriteRecord::Barrier => {}
     }
     Ok(())
 }
