@@ -30,8 +30,13 @@ impl Anonymous {
         }
     }
 
-    /// Tracks a new connection; returns one to close if a cap was reached.
+    /// Tracks a new connection; returns one to close if a cap was reached. Adding one already
+    /// tracked only notes activity.
     pub fn add(&mut self, id: ConnId, ip: IpAddr, now: Instant) -> Option<ConnId> {
+        if self.conns.contains_key(&id) {
+            self.touch(id, now);
+            return None;
+        }
         let victim = if self.conns.len() >= self.max_total {
             self.longest_idle(|_| true)
         } else if self.per_ip.get(&ip).copied().unwrap_or(0) >= self.max_per_ip {
@@ -119,6 +124,8 @@ mod tests {
         a.add(1, ip(1), t0 + Duration::from_secs(1));
         a.add(2, ip(2), t0);
         assert_eq!(a.add(3, ip(3), t0 + Duration::from_secs(2)), Some(2));
+        assert_eq!(a.add(3, ip(3), t0), None, "already tracked");
+        assert_eq!(a.len(), 2);
         a.remove(1);
         a.remove(3);
         assert!(a.is_empty());

@@ -363,7 +363,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                     Ok(p) => p,
                     Err(_) => continue,
                 };
-                let conn = shard.add_conn(stream, peer);
+                let conn = shard.add_conn(stream, peer, true);
                 let s = shard.clone();
                 glommio::spawn_local(crate::dispatch::serve(s, conn, Vec::new())).detach();
             }

@@ -171,17 +171,26 @@ impl Shard {
 
     // ----- connections -----
 
-    /// Registers a new connection on this shard (not logged in) and starts its writer.
-    pub fn add_conn(self: &Rc<Self>, stream: TcpStream, peer: std::net::SocketAddr) -> Rc<Conn> {
+    /// Registers a new connection on this shard and starts its writer. An `anonymous` one
+    /// (just accepted, not logged in) counts against the caps on such connections.
+    pub fn add_conn(
+        self: &Rc<Self>,
+        stream: TcpStream,
+        peer: std::net::SocketAddr,
+        anonymous: bool,
+    ) -> Rc<Conn> {
         let id = self.next_conn.get();
         self.next_conn.set(id + 1);
         let conn = Conn::new(id, stream, peer, self.cfg.max_outbound);
         Counters::inc(&self.metrics.counters.accepted);
         self.conns.borrow_mut().insert(id, conn.clone());
-        let evict = self
-            .anon
-            .borrow_mut()
-            .add(id, peer.ip(), conn.last_active.get());
+        let evict = match anonymous {
+            true => self
+                .anon
+                .borrow_mut()
+                .add(id, peer.ip(), conn.last_active.get()),
+            false => None,
+        };
         if let Some(victim) = evict {
             if let Some(c) = self.conns.borrow().get(&victim) {
                 ftlog::info!(
@@ -580,7 +589,7 @@ impl Shard {
     async fn adopt(self: Rc<Self>, h: Handoff) {
         // SAFETY: the descriptor is an open TCP socket that this message owned alone.
         let stream = unsafe { TcpStream::from_raw_fd(h.fd.into_raw_fd()) };
-        let conn = self.add_conn(stream, h.peer);
+        let conn = self.add_conn(stream, h.peer, false);
         self.complete_login(&conn, &h.user_id, h.rehash, h.remember, h.started);
         crate::dispatch::serve(self.clone(), conn, h.leftover).await;
     }
@@ -631,6 +640,15 @@ impl Shard {
                 );
             }
             Err(e) => {
+                // Still not logged in: it counts as anonymous here (an adopted connection
+                // was not tracked yet).
+                let victim = self
+                    .anon
+                    .borrow_mut()
+                    .add(conn.id, conn.peer.ip(), Instant::now());
+                if let Some(c) = victim.and_then(|v| self.conn(v)) {
+                    c.close(CloseReason::Evicted);
+                }
                 let m = e.to_string();
                 conn.send(|out| write_frame(out, &[Status::error("login", &m)]));
             }
