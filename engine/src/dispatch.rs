@@ -642,9 +642,8 @@ async fn send_message(shard: &Rc<Shard>, conn: &Rc<Conn>, m: OutgoingMessage, st
         status: MessageStatus::Send,
         timestamp: m.timestamp,
     };
-    let mut out = Vec::new();
-    shard.state.borrow_mut().note_sent(&msg, &mut out);
-    shard.write(out, None);
+    shard.state.borrow_mut().note_sent(&msg);
+    shard.chats_touched();
     let mut frame = Vec::new();
     write_frame(&mut frame, &Status::success(K));
     let ack = shard.defer_reply(conn, frame, started, K);

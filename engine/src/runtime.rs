@@ -289,6 +289,7 @@ async fn run_shard(
     shard.set_mesh(mesh.clone());
     glommio::spawn_local(shard.clone().run_acks()).detach();
     glommio::spawn_local(shard.clone().run_overflow()).detach();
+    glommio::spawn_local(shard.clone().run_chat_flush()).detach();
     glommio::spawn_local(sweep_anonymous(shard.clone())).detach();
     glommio::spawn_local(shard.clone().run_publisher()).detach();
 
@@ -311,7 +312,12 @@ async fn run_shard(
     // 1. Requests in progress finish (they may wait on other shards, whose mesh receivers
     //    keep running), and their replies that wait for a commit go out.
     let deadline = Instant::now() + Duration::from_secs(30);
-    let busy = |s: &Shard| s.inflight.get() > 0 || s.pending_acks() > 0 || s.overflow_len() > 0;
+    let busy = |s: &Shard| {
+        s.inflight.get() > 0
+            || s.pending_acks() > 0
+            || s.overflow_len() > 0
+            || s.state.borrow().has_dirty_chats()
+    };
     while busy(&shard) && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(2)).await;
     }

@@ -60,6 +60,7 @@ pub struct Shard {
     /// Records the queue had no room for, in order; retried before any newer record.
     overflow: RefCell<VecDeque<Envelope>>,
     overflow_waker: Cell<Option<Waker>>,
+    chat_flush_waker: Cell<Option<Waker>>,
     stopping: Cell<bool>,
     /// Requests being served right now (some wait on other shards).
     pub inflight: Cell<usize>,
@@ -109,6 +110,7 @@ impl Shard {
             acks: RefCell::new(HashMap::new()),
             overflow: RefCell::new(VecDeque::new()),
             overflow_waker: Cell::new(None),
+            chat_flush_waker: Cell::new(None),
             stopping: Cell::new(false),
             inflight: Cell::new(0),
             scratch: RefCell::new(vec![0; 64 * 1024]),
@@ -278,6 +280,34 @@ impl Shard {
                     glommio::timer::sleep(Duration::from_millis(1)).await;
                 }
             }
+        }
+    }
+
+    /// Messages changed chat rows: make sure a flush is coming.
+    pub fn chats_touched(&self) {
+        if let Some(w) = self.chat_flush_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Queues changed chat rows about once a millisecond while messages flow: one write per
+    /// row per flush instead of one per message (see `ShardState::flush_chats`). A crash
+    /// can lose at most that last millisecond of chat-list previews; never a message.
+    pub async fn run_chat_flush(self: Rc<Self>) {
+        loop {
+            poll_fn(|cx| {
+                if self.state.borrow().has_dirty_chats() {
+                    Poll::Ready(())
+                } else {
+                    self.chat_flush_waker.set(Some(cx.waker().clone()));
+                    Poll::Pending
+                }
+            })
+            .await;
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+            let mut out = Vec::new();
+            self.state.borrow_mut().flush_chats(&mut out);
+            self.write(out, None);
         }
     }
 
@@ -462,6 +492,7 @@ impl Shard {
         self.prune_sessions(&msg.receiver_id);
         let mut out = Vec::new();
         let r = self.state.borrow_mut().deliver(msg.clone(), &mut out);
+        self.chats_touched();
         match r {
             Ok(d) => {
                 let c = &self.metrics.counters;

@@ -79,6 +79,8 @@ pub struct ChatEntry {
     pub unread_count: i64,
     pub chat_status: String,
     pub peer: Arc<Profile>,
+    /// Changed by a message since its row was last queued for writing.
+    pub dirty: bool,
 }
 
 /// A digest of a password that verified recently (see the engine's `auth` module), so a
@@ -170,6 +172,8 @@ pub struct ShardState {
     users: HashMap<String, User>,
     /// Profiles of other users referenced by relations and chats, shared within this shard.
     peers: HashMap<String, Arc<Profile>>,
+    /// Chat rows changed by messages and not yet queued for writing (see `flush_chats`).
+    dirty: Vec<(String, String)>,
 }
 
 impl ShardState {
@@ -260,6 +264,7 @@ impl ShardState {
                     unread_count: row.unread_count,
                     chat_status: row.chat_status,
                     peer,
+                    dirty: false,
                 },
             );
         }
@@ -476,6 +481,7 @@ impl ShardState {
                 unread_count: 0,
                 chat_status: "chatting".to_string(),
                 peer: peer_rc,
+                dirty: false,
             });
         chat.last_message = preview(&greeting.message_type, &greeting.body);
         chat.last_message_type = Some(greeting.message_type.clone());
@@ -552,15 +558,17 @@ impl ShardState {
         }
     }
 
-    /// On the sender's shard: the sender's chat row now shows the message.
-    pub fn note_sent(&mut self, m: &MessageRow, out: &mut Vec<WriteRecord>) {
-        self.touch_chat(&m.sender_id, &m.receiver_id, m, 0, out);
+    /// On the sender's shard: the sender's chat row now shows the message (queued by the
+    /// next [`ShardState::flush_chats`]).
+    pub fn note_sent(&mut self, m: &MessageRow) {
+        self.touch_chat(&m.sender_id, &m.receiver_id, m, 0);
     }
 
     /// On the receiver's shard: takes a message for one of this shard's users. The receiver's
-    /// chat row shows it with one more unread; if a connection of the receiver is live the
-    /// message is `received` and those connections are returned, otherwise it waits in the
-    /// offline queue as `send`. The message row itself is appended to `out` last.
+    /// chat row shows it with one more unread (queued by the next `flush_chats`); if a
+    /// connection of the receiver is live the message is `received` and those connections are
+    /// returned, otherwise it waits in the offline queue as `send`. The message row is
+    /// appended to `out`.
     pub fn deliver(
         &mut self,
         m: MessageRow,
@@ -577,7 +585,7 @@ impl ShardState {
             return Err(RuleError::NotFriends);
         }
         let (receiver, sender) = (m.receiver_id.clone(), m.sender_id.clone());
-        self.touch_chat(&receiver, &sender, &m, 1, out);
+        self.touch_chat(&receiver, &sender, &m, 1);
         self.store_message(m, out)
     }
 
@@ -620,39 +628,76 @@ impl ShardState {
         u.undelivered.push_back(m);
     }
 
-    fn touch_chat(
-        &mut self,
-        owner: &str,
-        peer_id: &str,
-        m: &MessageRow,
-        unread: i64,
-        out: &mut Vec<WriteRecord>,
-    ) {
+    /// Shows a message in `owner`'s chat row with `peer_id`. The row is only marked dirty:
+    /// [`ShardState::flush_chats`] queues one write per changed row, however many messages
+    /// changed it since the last flush. A busy conversation then costs one row write per
+    /// flush, not one per message, and no allocation per message here.
+    fn touch_chat(&mut self, owner: &str, peer_id: &str, m: &MessageRow, unread: i64) {
         let Some(u) = self.users.get_mut(owner) else {
             return;
         };
-        let peer = match u.relations.get(peer_id) {
-            Some(r) => r.peer.clone(),
-            None => Arc::new(Profile::unknown(peer_id)),
+        if !u.chats.contains_key(peer_id) {
+            let peer = match u.relations.get(peer_id) {
+                Some(r) => r.peer.clone(),
+                None => Arc::new(Profile::unknown(peer_id)),
+            };
+            u.chats.insert(
+                peer_id.to_string(),
+                ChatEntry {
+                    chat_type: m.chat_type.clone(),
+                    last_message: String::new(),
+                    last_message_type: None,
+                    last_time: String::new(),
+                    unread_count: 0,
+                    chat_status: "chatting".to_string(),
+                    peer,
+                    dirty: false,
+                },
+            );
+        }
+        let Some(chat) = u.chats.get_mut(peer_id) else {
+            return;
         };
-        let chat = u
-            .chats
-            .entry(peer_id.to_string())
-            .or_insert_with(|| ChatEntry {
-                chat_type: m.chat_type.clone(),
-                last_message: String::new(),
-                last_message_type: None,
-                last_time: m.timestamp.clone(),
-                unread_count: 0,
-                chat_status: "chatting".to_string(),
-                peer,
-            });
-        chat.last_message = preview(&m.message_type, &m.body);
-        chat.last_message_type = Some(m.message_type.clone());
-        chat.last_time = m.timestamp.clone();
+        chat.last_message.clear();
+        match m.message_type.as_str() {
+            "text" => chat.last_message.push_str(&m.body),
+            other => chat.last_message.push_str(&preview(other, "")),
+        }
+        if chat.last_message_type.as_deref() != Some(m.message_type.as_str()) {
+            chat.last_message_type = Some(m.message_type.clone());
+        }
+        chat.last_time.clear();
+        chat.last_time.push_str(&m.timestamp);
         chat.unread_count = (chat.unread_count + unread).min(MAX_UNREAD);
-        chat.chat_status = "chatting".to_string();
-        out.push(WriteRecord::UpsertChat(chat_row(owner, peer_id, chat)));
+        if chat.chat_status != "chatting" {
+            chat.chat_status = "chatting".to_string();
+        }
+        if !chat.dirty {
+            chat.dirty = true;
+            self.dirty.push((owner.to_string(), peer_id.to_string()));
+        }
+    }
+
+    /// Are there chat rows changed by messages and not yet queued?
+    pub fn has_dirty_chats(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// Queues the current state of every chat row that messages changed since the last call.
+    /// A row deleted meanwhile is skipped (its delete was queued when it happened).
+    pub fn flush_chats(&mut self, out: &mut Vec<WriteRecord>) {
+        for (owner, peer) in std::mem::take(&mut self.dirty) {
+            if let Some(chat) = self
+                .users
+                .get_mut(&owner)
+                .and_then(|u| u.chats.get_mut(&peer))
+            {
+                if chat.dirty {
+                    chat.dirty = false;
+                    out.push(WriteRecord::UpsertChat(chat_row(&owner, &peer, chat)));
+                }
+            }
+        }
     }
 
     /// Hands over the messages that arrived while the user was offline, oldest first, and
@@ -727,6 +772,7 @@ impl ShardState {
             unread_count: update.unread_count,
             chat_status: update.chat_status,
             peer,
+            dirty: false,
         };
         out.push(WriteRecord::UpsertChat(chat_row(
             user,
@@ -903,6 +949,14 @@ mod tests {
         assert!(d.sessions.is_empty());
         s.deliver(msg(11, "2", "1", "image", ""), &mut out).unwrap();
         assert!(matches!(out.last(), Some(WriteRecord::InsertMessage(m)) if m.message_id == 11));
+        let mut chats = Vec::new();
+        s.flush_chats(&mut chats);
+        assert!(
+            matches!(chats.as_slice(), [WriteRecord::UpsertChat(c)] if c.unread_count == 3),
+            "one write for the row two messages changed: {chats:?}"
+        );
+        s.flush_chats(&mut chats);
+        assert_eq!(chats.len(), 1, "nothing new to flush");
         let c = &s.chats("1")[0].0;
         assert_eq!(c.unread_count, 3);
         assert_eq!(c.last_message, "[图片]");
@@ -946,6 +1000,9 @@ mod tests {
         s.deliver(msg(10, "2", "1", "text", "a"), &mut out).unwrap();
         let mut out = Vec::new();
         assert!(s.remove_friend("1", "2", &mut out));
+        let mut chats = Vec::new();
+        s.flush_chats(&mut chats);
+        assert!(chats.is_empty(), "a deleted row is not written back: {chats:?}");
         assert!(s.remove_friend("2", "1", &mut out));
         assert!(!s.is_friend("1", "2"));
         assert!(s.chats("1").is_empty());
