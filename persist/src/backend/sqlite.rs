@@ -118,6 +118,61 @@ const MAX_MESSAGE_ID: &str = "SELECT MAX(message_id) FROM m_friends_message";
 pub struct SqliteBackend {
     conn: Connection,
     path: PathBuf,
+    /// Held only for its `Drop`, which stops the checkpoint thread with the backend.
+    _checkpointer: Option<Checkpointer>,
+}
+
+/// Copies the write-ahead log back into the database file from a thread of its own.
+///
+/// SQLite's automatic checkpoint runs inside the commit that crosses the threshold, so every
+/// thousandth commit or so the persistence thread would stall for the time it takes to write
+/// pages back and fsync the file, and every acknowledgement waiting on it with it. A PASSIVE
+/// checkpoint on a second connection never blocks the writer.
+#[derive(Debug)]
+struct Checkpointer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+    fn start(path: &Path) -> Result<Checkpointer, PersistError> {
+        let conn = connect(path)?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("corechat-checkpoint".into())
+            .spawn(move || {
+                let mut last_error = false;
+                while !flag.load(std::sync::atomic::Ordering::Acquire) {
+                    std::thread::park_timeout(Self::EVERY);
+                    let r = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                    match (r, last_error) {
+                        (Err(e), false) => {
+                            ftlog::warn!("persistence: checkpoint failed: {e}");
+                            last_error = true;
+                        }
+                        (Ok(()), true) => last_error = false,
+                        _ => {}
+                    }
+                }
+            })?;
+        Ok(Checkpointer {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
 }
 
 impl SqliteBackend {
@@ -128,7 +183,14 @@ impl SqliteBackend {
         let path = dir.join(DB_FILE);
         let mut conn = connect(&path)?;
         migrate(&mut conn, corechat_sql::SQLITE)?;
-        Ok(SqliteBackend { conn, path })
+        // The checkpoint thread does the log's write-back (see `Checkpointer`).
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = Some(Checkpointer::start(&path)?);
+        Ok(SqliteBackend {
+            conn,
+            path,
+            _checkpointer: checkpointer,
+        })
     }
 
     /// The database file.
@@ -449,6 +511,7 @@ impl Backend for SqliteBackend {
     /// next attempt starts from a fresh one. On failure the old connection is kept.
     fn reset(&mut self) -> Result<(), PersistError> {
         let conn = connect(&self.path)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         self.conn = conn;
         Ok(())
     }
