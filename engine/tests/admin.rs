@@ -45,10 +45,7 @@ fn samples(text: &str) -> Vec<(String, f64)> {
 fn metrics_and_latency_parse_and_count() {
     let mut s = TestServer::start(2);
     let admin = s.admin.expect("admin listener address in the ready line");
-    let p = phones_on_distinct_shards(13700000000, 2, 2);
-    let mut a = user(&s, &p[0], "pa");
-    let mut b = user(&s, &p[1], "pb");
-    befriend(&mut a, &p[0], &mut b, &p[1]);
+    let (p, [mut a, mut b]) = two_friends(&s, 13700000000);
     for i in 0..20 {
         let r = a.request(text(&p[0], &p[1], &format!("m{i}"))).unwrap();
         assert_eq!(r["status"], "success");
@@ -60,12 +57,16 @@ fn metrics_and_latency_parse_and_count() {
         let (status, body) = get(admin, "/metrics");
         assert_eq!(status, 200);
         let m = samples(&body);
-        let count = m
-            .iter()
-            .find(|(n, _)| n == "corechat_latency_seconds_count{name=\"service_send_message\"}")
-            .map(|(_, v)| *v)
-            .unwrap_or(0.0);
-        if count >= 20.0 || Instant::now() > deadline {
+        // Each shard publishes on its own clock: wait for the sender's and the receiver's.
+        let count = |name: &str| {
+            m.iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| *v)
+                .unwrap_or(0.0)
+        };
+        let sent = count("corechat_latency_seconds_count{name=\"service_send_message\"}");
+        let delivered = count("corechat_latency_seconds_count{name=\"delivery\"}");
+        if (sent >= 20.0 && delivered >= 20.0) || Instant::now() > deadline {
             break m;
         }
         std::thread::sleep(Duration::from_millis(200));

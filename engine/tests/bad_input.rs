@@ -142,10 +142,7 @@ fn many_frames_in_one_write() {
         (it.next().unwrap(), it.next().unwrap())
     };
     befriend(&mut a, &p[0], &mut b, &p[1]);
-    assert_eq!(
-        a.recv_type("receive_message").unwrap()["message_body"],
-        GREETING
-    );
+    assert_receives(&mut a, GREETING);
     let mut bytes = Vec::new();
     for i in 0..50 {
         bytes.extend(qt_frame(&text(&p[0], &p[1], &format!("burst {i}"))));
@@ -163,8 +160,7 @@ fn many_frames_in_one_write() {
         assert_eq!(a.recv_type("update_chat").unwrap()["status"], "success");
     }
     for i in 0..50 {
-        let m = b.recv_type("receive_message").unwrap();
-        assert_eq!(m["message_body"], format!("burst {i}"));
+        assert_receives(&mut b, &format!("burst {i}"));
     }
     assert_eq!(b.chat_row(&p[1], &p[0]).unwrap()["unread_count"], "50");
     assert_eq!(a.chat_row(&p[0], &p[1]).unwrap()["unread_count"], "0");
@@ -220,10 +216,7 @@ fn frames_split_over_many_writes() {
         pause();
     }
     assert_eq!(a.recv_type("send_message").unwrap()["status"], "success");
-    assert_eq!(
-        b.recv_type("receive_message").unwrap()["message_body"],
-        body
-    );
+    assert_receives(&mut b, &body);
     assert_eq!(s.stop(), Some(0));
 }
 
@@ -258,15 +251,9 @@ fn unknown_types_get_an_error_of_their_type() {
 #[test]
 fn message_fields_are_validated() {
     let mut s = TestServer::start_fast(3);
-    let p = phones_on_distinct_shards(13874000000, 2, 3);
-    let (a, b) = (&p[0], &p[1]);
-    let mut ca = user(&s, a, "pa");
-    let mut cb = user(&s, b, "pb");
-    befriend(&mut ca, a, &mut cb, b);
-    assert_eq!(
-        ca.recv_type("receive_message").unwrap()["message_body"],
-        GREETING
-    );
+    let (p, [mut ca, mut cb]) = two_friends(&s, 13874000000);
+    let [a, b] = &p;
+    assert_receives(&mut ca, GREETING);
     let ok_ts = "2026-11-28 12:00:00";
     let mut refused: Vec<Value> = Vec::new();
     // Over 64 KiB of body (the frame itself is well under 1 MiB).
@@ -318,21 +305,15 @@ fn message_fields_are_validated() {
     // Exactly 64 KiB is fine.
     let body = "y".repeat(64 * 1024);
     assert_eq!(ca.request(text(a, b, &body)).unwrap()["status"], "success");
-    assert_eq!(
-        cb.recv_type("receive_message").unwrap()["message_body"],
-        body
-    );
+    assert_receives(&mut cb, &body);
     assert_eq!(s.stop(), Some(0));
 }
 
 #[test]
 fn update_chat_accepts_number_or_string_counts_and_refuses_bad_ones() {
     let mut s = TestServer::start_fast(3);
-    let p = phones_on_distinct_shards(13875000000, 2, 3);
-    let (a, b) = (&p[0], &p[1]);
-    let mut ca = user(&s, a, "pa");
-    let mut cb = user(&s, b, "pb");
-    befriend(&mut ca, a, &mut cb, b);
+    let (p, [mut ca, _cb]) = two_friends(&s, 13875000000);
+    let [a, b] = &p;
     let ts = "2026-11-28 12:00:00";
     for count in [json!(0), json!("0"), json!(3), json!("3")] {
         let mut u = update_chat(a, b, "x", "text", ts);

@@ -93,8 +93,7 @@ fn fifty_users_exchange_messages_across_shards() {
             (&mut r[0], &mut l[j])
         };
         befriend(ci, &p[i], cj, &p[j]);
-        let g = ci.recv_type("receive_message").unwrap();
-        assert_eq!(g["message_body"], GREETING);
+        assert_receives(ci, GREETING);
     }
 
     let outcomes: Vec<Outcome> = std::thread::scope(|sc| {
@@ -154,10 +153,7 @@ fn fifty_users_exchange_messages_across_shards() {
     }
     // Nothing was left for an offline hand-over.
     for (i, c) in clients.iter_mut().enumerate().step_by(10) {
-        assert_null(
-            &c.simple("get_unread_messages", &p[i]).unwrap(),
-            "get_unread_messages",
-        );
+        assert_no_unread(c, &p[i]);
     }
     assert_eq!(s.stop(), Some(0));
 }
@@ -180,10 +176,7 @@ fn messages_to_a_user_who_keeps_reconnecting_arrive_exactly_once() {
         senders.push(c);
     }
     for _ in 0..SENDERS {
-        assert_eq!(
-            ct.recv_type("receive_message").unwrap()["message_body"],
-            GREETING
-        );
+        assert_receives(&mut ct, GREETING);
     }
     ct.go_offline();
 

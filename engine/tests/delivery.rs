@@ -12,26 +12,14 @@ fn send_ok(c: &mut Client, from: &str, to: &str, body: &str) {
     assert_eq!(r["status"], "success", "{r}");
 }
 
-/// Asserts that nothing is waiting on `c`: a round trip answers before any other frame.
-#[track_caller]
-fn assert_quiet(c: &mut Client, user: &str) {
-    c.send(&json!({"type": "friends", "user_id": user}))
-        .unwrap();
-    let (before, _) = c.frames_until("friends");
-    assert!(before.is_empty(), "unexpected frames: {before:?}");
-}
-
 #[test]
 fn every_device_of_the_receiver_gets_the_message() {
     let mut s = TestServer::start_fast(3);
     let p = phones_on_distinct_shards(13830000000, 2, 3);
     let (a, b) = (&p[0], &p[1]);
     let mut a1 = user(&s, a, "pa");
-    let mut a2 = login(&s, a, "pa");
-    assert_null(
-        &a2.simple("get_unread_messages", a).unwrap(),
-        "get_unread_messages",
-    );
+    let (mut a2, r) = login_unread(&s, a, "pa");
+    assert_null(&r, "get_unread_messages");
     let mut b1 = user(&s, b, "pb");
     befriend(&mut a1, a, &mut b1, b);
     // The greeting reaches both of A's devices.
@@ -51,8 +39,7 @@ fn every_device_of_the_receiver_gets_the_message() {
     }
     // Either device may send; the receiver gets it once.
     send_ok(&mut a2, a, b, "from the second device");
-    let m = b1.recv_type("receive_message").unwrap();
-    assert_eq!(m["message_body"], "from the second device");
+    assert_receives(&mut b1, "from the second device");
     assert_quiet(&mut b1, b);
     // Nothing was queued for later.
     let (_a3, r) = relogin(&s, a, "pa");
@@ -91,40 +78,25 @@ fn fifth_session_is_refused_until_one_closes() {
 #[test]
 fn offline_messages_are_handed_over_oldest_first_exactly_once() {
     let mut s = TestServer::start_fast(3);
-    let p = phones_on_distinct_shards(13832000000, 3, 3);
-    let (a, b, c) = (&p[0], &p[1], &p[2]);
-    let mut ca = user(&s, a, "pa");
-    let mut cb = user(&s, b, "pb");
-    let mut cc = user(&s, c, "pc");
     // B asks both while online: the greetings are delivered live.
-    befriend(&mut cb, b, &mut ca, a);
-    befriend(&mut cb, b, &mut cc, c);
-    for _ in 0..2 {
-        assert_eq!(
-            cb.recv_type("receive_message").unwrap()["message_body"],
-            GREETING
-        );
-    }
+    let (p, [mut ca, mut cb, mut cc]) = b_befriends_a_and_c(&s, 13832000000);
+    let [a, b, c] = &p;
     send_ok(&mut ca, a, b, "live");
-    assert_eq!(
-        cb.recv_type("receive_message").unwrap()["message_body"],
-        "live"
-    );
-    cb.go_offline();
+    assert_receives(&mut cb, "live");
 
-    // While B is away, A (one shard) and C (another) write, interleaved.
     let order = [(a, "a1"), (a, "a2"), (c, "c1"), (a, "a3"), (c, "c2")];
     let mut expect = Vec::new();
-    for (i, (from, body)) in order.into_iter().enumerate() {
-        let cl = if from == a { &mut ca } else { &mut cc };
-        let ts = format!("2026-11-28 13:00:0{i}");
-        let r = cl.request(message(from, b, "text", body, &ts)).unwrap();
-        assert_eq!(r["status"], "success", "{r}");
-        expect.push((from.to_string(), body.to_string(), ts));
-    }
-
+    let (mut cb, r) = while_offline(&mut s, cb, b, "pb", |_| {
+        // While B is away, A (one shard) and C (another) write, interleaved.
+        for (i, (from, body)) in order.into_iter().enumerate() {
+            let cl = if from == a { &mut ca } else { &mut cc };
+            let ts = format!("2026-11-28 13:00:0{i}");
+            let r = cl.request(message(from, b, "text", body, &ts)).unwrap();
+            assert_eq!(r["status"], "success", "{r}");
+            expect.push((from.to_string(), body.to_string(), ts));
+        }
+    });
     // B comes back: the five, in order, with every field; nothing delivered live repeats.
-    let (mut cb, r) = relogin(&s, b, "pb");
     assert_eq!(reply_type(&r), "get_unread_messages", "{r}");
     assert_eq!(reply_status(&r), "success", "{r}");
     let got = elements(&r);
@@ -141,10 +113,7 @@ fn offline_messages_are_handed_over_oldest_first_exactly_once() {
         assert_eq!(m["message_timestamp"], *ts, "{r}");
     }
     // Exactly once: a second ask has nothing, and neither has the next login.
-    assert_null(
-        &cb.simple("get_unread_messages", b).unwrap(),
-        "get_unread_messages",
-    );
+    assert_no_unread(&mut cb, b);
     let (_cb2, r) = relogin(&s, b, "pb");
     assert_null(&r, "get_unread_messages");
     // The chat rows counted them: greeting + "live" + 3 from A; greeting + 2 from C.
@@ -152,58 +121,41 @@ fn offline_messages_are_handed_over_oldest_first_exactly_once() {
     assert_eq!(cb.chat_row(b, c).unwrap()["unread_count"], "3");
     // Back online: new messages arrive live and are not queued.
     send_ok(&mut ca, a, b, "welcome back");
-    assert_eq!(
-        cb.recv_type("receive_message").unwrap()["message_body"],
-        "welcome back"
-    );
-    assert_null(
-        &cb.simple("get_unread_messages", b).unwrap(),
-        "get_unread_messages",
-    );
+    assert_receives(&mut cb, "welcome back");
+    assert_no_unread(&mut cb, b);
     assert_eq!(s.stop(), Some(0));
 }
 
 #[test]
 fn greeting_waits_for_an_offline_requester() {
     let mut s = TestServer::start_fast(3);
-    let p = phones_on_distinct_shards(13833000000, 2, 3);
-    let (a, b) = (&p[0], &p[1]);
-    let mut ca = user(&s, a, "pa");
-    let mut cb = user(&s, b, "pb");
+    let (p, [mut ca, mut cb]) = users(&s, 13833000000, ["pa", "pb"]);
+    let [a, b] = &p;
     assert_eq!(ca.pair("add_friend", a, b).unwrap()["status"], "success");
-    ca.go_offline();
-    assert_eq!(cb.pair("accept_friend", b, a).unwrap()["status"], "success");
-    send_ok(&mut cb, b, a, "are you there?");
-    let (mut ca, r) = relogin(&s, a, "pa");
+    let (mut ca, r) = while_offline(&mut s, ca, a, "pa", |_| {
+        assert_eq!(cb.pair("accept_friend", b, a).unwrap()["status"], "success");
+        send_ok(&mut cb, b, a, "are you there?");
+    });
     assert_eq!(unread_bodies(&r), vec![GREETING, "are you there?"], "{r}");
     assert_eq!(elements(&r)[0]["send_id"], *b);
     let row = ca.chat_row(a, b).unwrap();
     assert_eq!(row["unread_count"], "2", "{row}");
     assert_eq!(row["last_message"], "are you there?", "{row}");
     assert_eq!(row["chat_status"], "chatting", "{row}");
-    assert_null(
-        &ca.simple("get_unread_messages", a).unwrap(),
-        "get_unread_messages",
-    );
+    assert_no_unread(&mut ca, a);
     assert_eq!(s.stop(), Some(0));
 }
 
 #[test]
 fn unread_messages_of_a_deleted_friend_are_dropped() {
     let mut s = TestServer::start_fast(3);
-    let p = phones_on_distinct_shards(13834000000, 2, 3);
-    let (a, b) = (&p[0], &p[1]);
-    let mut ca = user(&s, a, "pa");
-    let mut cb = user(&s, b, "pb");
-    befriend(&mut ca, a, &mut cb, b);
-    assert_eq!(
-        ca.recv_type("receive_message").unwrap()["message_body"],
-        GREETING
-    );
-    ca.go_offline();
-    send_ok(&mut cb, b, a, "soon gone");
-    assert_eq!(cb.pair("delete_friend", b, a).unwrap()["status"], "success");
-    let (mut ca, r) = relogin(&s, a, "pa");
+    let (p, [mut ca, mut cb]) = two_friends(&s, 13834000000);
+    let [a, b] = &p;
+    assert_receives(&mut ca, GREETING);
+    let (mut ca, r) = while_offline(&mut s, ca, a, "pa", |_| {
+        send_ok(&mut cb, b, a, "soon gone");
+        assert_eq!(cb.pair("delete_friend", b, a).unwrap()["status"], "success");
+    });
     assert_null(&r, "get_unread_messages");
     assert_null(&ca.simple("friends", a).unwrap(), "friends");
     assert_null(&ca.simple("chatting", a).unwrap(), "chatting");
@@ -213,22 +165,19 @@ fn unread_messages_of_a_deleted_friend_are_dropped() {
 #[test]
 fn sender_gets_success_for_offline_and_online_receivers() {
     let mut s = TestServer::start_fast(2);
-    let p = phones_on_distinct_shards(13835000000, 2, 2);
-    let (a, b) = (&p[0], &p[1]);
-    let mut ca = user(&s, a, "pa");
-    let mut cb = user(&s, b, "pb");
-    befriend(&mut ca, a, &mut cb, b);
-    cb.go_offline();
-    // Pipelined: ten sends, then ten replies, all success, in order.
-    for i in 0..10 {
-        ca.send_text(a, b, &format!("m{i}")).unwrap();
-    }
-    for _ in 0..10 {
-        let r = ca.recv_type("send_message").unwrap();
-        assert_strings(&r);
-        assert_eq!(r["status"], "success", "{r}");
-    }
-    let (_cb, r) = relogin(&s, b, "pb");
+    let (p, [mut ca, cb]) = two_friends(&s, 13835000000);
+    let [a, b] = &p;
+    let (_cb, r) = while_offline(&mut s, cb, b, "pb", |_| {
+        // Pipelined: ten sends, then ten replies, all success, in order.
+        for i in 0..10 {
+            ca.send_text(a, b, &format!("m{i}")).unwrap();
+        }
+        for _ in 0..10 {
+            let r = ca.recv_type("send_message").unwrap();
+            assert_strings(&r);
+            assert_eq!(r["status"], "success", "{r}");
+        }
+    });
     let want: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
     assert_eq!(unread_bodies(&r), want);
     assert_eq!(s.stop(), Some(0));
@@ -240,11 +189,8 @@ fn sender_gets_success_for_offline_and_online_receivers() {
 fn a_large_offline_mailbox_is_handed_over() {
     const N: usize = 300;
     let mut s = TestServer::start_fast(3);
-    let p = phones_on_distinct_shards(13836000000, 2, 3);
-    let (a, b) = (&p[0], &p[1]);
-    let mut ca = user(&s, a, "pa");
-    let mut cb = user(&s, b, "pb");
-    befriend(&mut ca, a, &mut cb, b);
+    let (p, [mut ca, cb]) = two_friends(&s, 13836000000);
+    let [a, b] = &p;
     cb.go_offline();
     // 300 messages of 60 KiB: about 18 MB waiting for B.
     let body = |i: usize| format!("{i:04}{}", "x".repeat(60 * 1024));
@@ -273,9 +219,6 @@ fn a_large_offline_mailbox_is_handed_over() {
         got == (0..N).map(body).collect::<Vec<_>>(),
         "wrong messages"
     );
-    assert_null(
-        &cb.simple("get_unread_messages", b).unwrap(),
-        "get_unread_messages",
-    );
+    assert_no_unread(&mut cb, b);
     assert_eq!(s.stop(), Some(0));
 }

@@ -16,10 +16,8 @@ fn next_message_is(c: &mut Client, from: &str, body: &str) {
 #[test]
 fn strangers_cannot_write() {
     let mut s = TestServer::start_fast(3);
-    let p = phones_on_distinct_shards(13860000000, 2, 3);
-    let (a, b) = (&p[0], &p[1]);
-    let mut ca = user(&s, a, "pa");
-    let mut cb = user(&s, b, "pb");
+    let (p, [mut ca, mut cb]) = users(&s, 13860000000, ["pa", "pb"]);
+    let [a, b] = &p;
     for ty in ["text", "image", "file"] {
         let r = ca
             .request(message(a, b, ty, "stranger", "2026-11-28 12:00:00"))
@@ -49,10 +47,8 @@ fn strangers_cannot_write() {
 #[test]
 fn pending_friends_cannot_write() {
     let mut s = TestServer::start_fast(3);
-    let p = phones_on_distinct_shards(13861000000, 2, 3);
-    let (a, b) = (&p[0], &p[1]);
-    let mut ca = user(&s, a, "pa");
-    let mut cb = user(&s, b, "pb");
+    let (p, [mut ca, mut cb]) = users(&s, 13861000000, ["pa", "pb"]);
+    let [a, b] = &p;
     assert_eq!(ca.pair("add_friend", a, b).unwrap()["status"], "success");
     assert_error(
         &ca.request(text(a, b, "too early")).unwrap(),
@@ -81,11 +77,8 @@ fn pending_friends_cannot_write() {
 #[test]
 fn request_rules() {
     let mut s = TestServer::start_fast(3);
-    let p = phones_on_distinct_shards(13862000000, 3, 3);
-    let (a, b, c) = (&p[0], &p[1], &p[2]);
-    let mut ca = user(&s, a, "pa");
-    let mut cb = user(&s, b, "pb");
-    let mut cc = user(&s, c, "pc");
+    let (p, [mut ca, mut cb, mut cc]) = users(&s, 13862000000, ["pa", "pb", "pc"]);
+    let [a, b, c] = &p;
     // Not to oneself, not to nobody.
     assert_error(&ca.pair("add_friend", a, a).unwrap(), "add_friend");
     assert_error(
@@ -120,8 +113,7 @@ fn request_rules() {
         cc.request(text(c, b, "finally")).unwrap()["status"],
         "success"
     );
-    let m = cb.recv_type("receive_message").unwrap();
-    assert_eq!(m["message_body"], "finally");
+    assert_receives(&mut cb, "finally");
     assert_eq!(cb.rows("friends", b).len(), 2);
     assert_eq!(s.stop(), Some(0));
 }

@@ -22,15 +22,9 @@ fn requests(me: &str, other: &str) -> Vec<Value> {
 #[test]
 fn nothing_but_register_and_login_before_login() {
     let mut s = TestServer::start_fast(3);
-    let p = phones_on_distinct_shards(13850000000, 2, 3);
-    let (a, b) = (&p[0], &p[1]);
-    let mut ca = user(&s, a, "pa");
-    let mut cb = user(&s, b, "pb");
-    befriend(&mut ca, a, &mut cb, b);
-    assert_eq!(
-        ca.recv_type("receive_message").unwrap()["message_body"],
-        GREETING
-    );
+    let (p, [mut ca, cb]) = two_friends(&s, 13850000000);
+    let [a, b] = &p;
+    assert_receives(&mut ca, GREETING);
     cb.go_offline();
     let mut cx = s.client();
     for req in requests(b, a).into_iter().chain(requests(a, b)) {
@@ -40,9 +34,7 @@ fn nothing_but_register_and_login_before_login() {
         assert_eq!(elements(&r)[0]["message"], "not logged in", "{r}");
     }
     // Nothing happened: A was not messaged, the friendship stands, B's chat is unchanged.
-    ca.send(&json!({"type": "friends", "user_id": a})).unwrap();
-    let (before, f) = ca.frames_until("friends");
-    assert!(before.is_empty(), "{before:?}");
+    let f = assert_quiet(&mut ca, a);
     assert_eq!(elements(&f)[0]["friend_relation"], "accepted");
     // The same connection may still register and log in.
     let r = cx.register("13859999999", "late", "pw").unwrap();
@@ -58,17 +50,11 @@ fn nothing_but_register_and_login_before_login() {
 #[test]
 fn cannot_act_as_another_user() {
     let mut s = TestServer::start_fast(3);
-    let p = phones_on_distinct_shards(13851000000, 3, 3);
-    let (a, b, c) = (&p[0], &p[1], &p[2]);
-    let mut ca = user(&s, a, "pa");
-    let mut cb = user(&s, b, "pb");
-    let mut cc = user(&s, c, "pc");
+    let (p, [mut ca, mut cb, mut cc]) = users(&s, 13851000000, ["pa", "pb", "pc"]);
+    let [a, b, c] = &p;
     // B and C are friends; C has an unread message from B waiting while offline.
     befriend(&mut cb, b, &mut cc, c);
-    assert_eq!(
-        cb.recv_type("receive_message").unwrap()["message_body"],
-        GREETING
-    );
+    assert_receives(&mut cb, GREETING);
     cc.go_offline();
     let r = cb.request(text(b, c, "for C only")).unwrap();
     assert_eq!(r["status"], "success", "{r}");
@@ -86,16 +72,10 @@ fn cannot_act_as_another_user() {
         assert!(e[0].get("comm_id").is_none(), "{r}");
     }
     // A's own requests still work, and A received nothing.
-    ca.send(&json!({"type": "friends", "user_id": a})).unwrap();
-    let (before, f) = ca.frames_until("friends");
-    assert!(before.is_empty(), "{before:?}");
-    assert_null(&f, "friends");
+    assert_null(&assert_quiet(&mut ca, a), "friends");
     assert_null(&ca.simple("chatting", a).unwrap(), "chatting");
     // B received nothing "from C", and B's friendship with C stands.
-    cb.send(&json!({"type": "friends", "user_id": b})).unwrap();
-    let (before, f) = cb.frames_until("friends");
-    assert!(before.is_empty(), "{before:?}");
-    let f = elements(&f);
+    let f = elements(&assert_quiet(&mut cb, b));
     assert_eq!(f.len(), 1, "{f:?}");
     assert_eq!(f[0]["user_id"], *c);
     assert_eq!(f[0]["friend_relation"], "accepted");
@@ -134,10 +114,7 @@ fn wrong_password_then_retry_on_the_same_connection() {
         assert_strings(&r);
         assert_eq!(reply_status(&r), "success", "{r}");
         assert_eq!(elements(&r)[0]["user_id"], *phone);
-        assert_null(
-            &c.simple("get_unread_messages", phone).unwrap(),
-            "get_unread_messages",
-        );
+        assert_no_unread(&mut c, phone);
         // Logged in: a second login or register on this connection is refused.
         assert_error(&c.login(phone, "right").unwrap(), "login");
         assert_error(&c.register("13852999999", "x", "y").unwrap(), "register");

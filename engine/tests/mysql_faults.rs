@@ -3,15 +3,16 @@
 //! SIGKILL. What a sender was told is stored must be stored, exactly once. Needs
 //! `CORECHAT_TEST_MYSQL_URL` (see `mysql_common`).
 
+mod common;
 mod mysql_common;
 
-use std::collections::{HashMap, HashSet};
-use std::io::ErrorKind;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use common::*;
 use mysql_common::*;
 
 const SHARDS: usize = 3;
@@ -96,6 +97,68 @@ fn sender(
     })
 }
 
+/// The senders of a load: `conns` connections per pair, each sending to the pair's receiver
+/// one message at a time until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    total_acked: Arc<AtomicUsize>,
+    pairs: usize,
+    /// (pair, sending thread).
+    threads: Vec<(usize, JoinHandle<SendLog>)>,
+}
+
+impl Load {
+    /// Starts the senders of every pair: its own sender client (taken from `p`) and
+    /// `conns - 1` more logins, tagging their bodies `{tag}|{sender}|{k}` (k: the connection).
+    fn start(server: &TestServer, p: &mut Pairs, conns: usize, tag: &str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let total_acked = Arc::new(AtomicUsize::new(0));
+        let mut threads = Vec::new();
+        let mut clients = std::mem::take(&mut p.sender_clients).into_iter();
+        for (i, (from, to)) in p.senders.iter().zip(&p.receivers).enumerate() {
+            for k in 0..conns {
+                let c = match k {
+                    0 => clients.next().unwrap(),
+                    _ => login_unread(server, from, "pw").0,
+                };
+                let tag = format!("{tag}|{from}|{k}");
+                threads.push((
+                    i,
+                    sender(
+                        c,
+                        from.clone(),
+                        to.clone(),
+                        tag,
+                        stop.clone(),
+                        total_acked.clone(),
+                    ),
+                ));
+            }
+        }
+        Load {
+            stop,
+            total_acked,
+            pairs: p.senders.len(),
+            threads,
+        }
+    }
+
+    /// Messages acknowledged so far, by all senders.
+    fn acked(&self) -> usize {
+        self.total_acked.load(Ordering::Relaxed)
+    }
+
+    /// Stops the senders; returns their logs by pair.
+    fn finish(self) -> Vec<Vec<SendLog>> {
+        self.stop.store(true, Ordering::Release);
+        let mut logs: Vec<Vec<SendLog>> = (0..self.pairs).map(|_| Vec::new()).collect();
+        for (i, h) in self.threads {
+            logs[i].push(h.join().expect("sender thread"));
+        }
+        logs
+    }
+}
+
 /// Reads `receive_message` frames until told how many to expect and has them all (or the
 /// connection breaks, when `until_eof`); returns (body, when) for those from `prefix`.
 fn receiver(
@@ -127,7 +190,7 @@ fn receiver(
                     }
                 }
                 Ok(_) => {}
-                Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {}
+                Err(e) if is_timeout(&e) => {}
                 Err(_) if until_eof => break,
                 Err(e) => panic!("{who}: connection broke: {e}"),
             }
@@ -136,13 +199,23 @@ fn receiver(
     })
 }
 
-/// `m_friends_message` rows by body.
-fn rows_by_body(stored: &[Msg]) -> HashMap<&str, Vec<&Msg>> {
-    let mut by: HashMap<&str, Vec<&Msg>> = HashMap::new();
-    for m in stored {
-        by.entry(m.body.as_str()).or_default().push(m);
+/// Asserts that each message a sender was told is stored (`acked`) is stored exactly once,
+/// from its pair's sender to its pair's receiver, with the status `status(pair)`.
+#[track_caller]
+fn assert_acked_stored_once(
+    stored: &[Msg],
+    p: &Pairs,
+    logs: &[Vec<SendLog>],
+    status: impl Fn(usize) -> &'static str,
+) {
+    let by = rows_by_body(stored);
+    for (i, pair_logs) in logs.iter().enumerate() {
+        for b in pair_logs.iter().flat_map(|l| &l.acked) {
+            let m = stored_once(&by, b);
+            assert_eq!((&m.sender, &m.receiver), (&p.senders[i], &p.receivers[i]));
+            assert_eq!(m.status, status(i), "{m:?}");
+        }
     }
-    by
 }
 
 fn assert_no_duplicates(stored: &[Msg]) {
@@ -166,37 +239,13 @@ fn killed_database_connections_lose_and_duplicate_no_acknowledged_message() {
     // A small queue, so that stalls while the persistence thread reconnects can fill it and
     // turn senders away with "server busy" (which must then not be stored).
     let mut server = db.start(SHARDS, &["--queue-capacity", "128"]);
-    let p = pairs(&server, 15300000000, PAIRS);
+    let mut p = pairs(&server, 15300000000, PAIRS);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let total_acked = Arc::new(AtomicUsize::new(0));
-    let mut senders = Vec::new();
-    let mut sender_clients = p.sender_clients.into_iter();
-    for i in 0..PAIRS {
-        for k in 0..CONNS {
-            let c = match k {
-                0 => sender_clients.next().unwrap(),
-                _ => login(&server, &p.senders[i], "pw").0,
-            };
-            let tag = format!("kill|{}|{k}", p.senders[i]);
-            senders.push((
-                i,
-                sender(
-                    c,
-                    p.senders[i].clone(),
-                    p.receivers[i].clone(),
-                    tag,
-                    stop.clone(),
-                    total_acked.clone(),
-                ),
-            ));
-        }
-    }
+    let load = Load::start(&server, &mut p, CONNS, "kill");
     let expected: Vec<Arc<AtomicUsize>> = (0..PAIRS)
         .map(|_| Arc::new(AtomicUsize::new(usize::MAX)))
         .collect();
-    let receivers: Vec<_> = p
-        .receiver_clients
+    let receivers: Vec<_> = std::mem::take(&mut p.receiver_clients)
         .into_iter()
         .enumerate()
         .map(|(i, c)| {
@@ -214,7 +263,7 @@ fn killed_database_connections_lose_and_duplicate_no_acknowledged_message() {
     let mut admin = admin_conn();
     let mut killed: Vec<(u64, Instant, usize)> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(25);
-    while killed.len() < KILLS || total_acked.load(Ordering::Relaxed) < 1000 {
+    while killed.len() < KILLS || load.acked() < 1000 {
         if Instant::now() > deadline {
             break;
         }
@@ -224,21 +273,17 @@ fn killed_database_connections_lose_and_duplicate_no_acknowledged_message() {
                 continue;
             }
             if admin.query_drop(format!("KILL CONNECTION {id}")).is_ok() {
-                killed.push((id, Instant::now(), total_acked.load(Ordering::Relaxed)));
+                killed.push((id, Instant::now(), load.acked()));
             }
         }
     }
     // Load continues a little after the last kill, then the senders stop.
-    let after_last = total_acked.load(Ordering::Relaxed);
+    let after_last = load.acked();
     let settle = Instant::now() + Duration::from_secs(5);
-    while total_acked.load(Ordering::Relaxed) < after_last + 100 && Instant::now() < settle {
+    while load.acked() < after_last + 100 && Instant::now() < settle {
         thread::sleep(Duration::from_millis(20));
     }
-    stop.store(true, Ordering::Release);
-    let mut logs: Vec<Vec<SendLog>> = (0..PAIRS).map(|_| Vec::new()).collect();
-    for (i, h) in senders {
-        logs[i].push(h.join().expect("sender thread"));
-    }
+    let logs = load.finish();
     // Drain: every receiver gets what its sender had acknowledged.
     for i in 0..PAIRS {
         let n: usize = logs[i].iter().map(|l| l.acked.len()).sum();
@@ -316,24 +361,10 @@ fn killed_database_connections_lose_and_duplicate_no_acknowledged_message() {
 
     let stored = messages(&mut db.conn());
     assert_no_duplicates(&stored);
+    // Delivered live.
+    assert_acked_stored_once(&stored, &p, &logs, |_| "received");
     let by = rows_by_body(&stored);
-    for (i, l) in logs
-        .iter()
-        .enumerate()
-        .flat_map(|(i, v)| v.iter().map(move |l| (i, l)))
-    {
-        for b in &l.acked {
-            let rows = by.get(b.as_str()).map(Vec::as_slice).unwrap_or(&[]);
-            assert_eq!(
-                rows.len(),
-                1,
-                "acknowledged {b:?} stored {} times",
-                rows.len()
-            );
-            let m = rows[0];
-            assert_eq!((&m.sender, &m.receiver), (&p.senders[i], &p.receivers[i]));
-            assert_eq!(m.status, "received", "delivered live: {m:?}");
-        }
+    for l in logs.iter().flatten() {
         for b in &l.busy {
             assert!(
                 !by.contains_key(b.as_str()),
@@ -354,14 +385,17 @@ fn a_killed_server_keeps_every_acknowledged_message_exactly_once() {
     const CONNS: usize = 2;
     let db = TestDb::new("fault_crash");
     let mut server = db.start(SHARDS, &[]);
-    let p = pairs(&server, 15400000000, PAIRS);
+    let mut p = pairs(&server, 15400000000, PAIRS);
     // Receivers of the first half of the pairs stay online (their messages are 'received'), the others log out
     // (theirs wait as 'send').
     let online = |i: usize| i < PAIRS / 2;
 
     let never = Arc::new(AtomicUsize::new(usize::MAX));
     let mut receivers = Vec::new();
-    for (i, c) in p.receiver_clients.into_iter().enumerate() {
+    for (i, c) in std::mem::take(&mut p.receiver_clients)
+        .into_iter()
+        .enumerate()
+    {
         if online(i) {
             let prefix = format!("crash|{}|", p.senders[i]);
             receivers.push((
@@ -376,7 +410,7 @@ fn a_killed_server_keeps_every_acknowledged_message_exactly_once() {
     // written to the closing socket (and stored 'received'): probe until one waits as 'send'.
     let mut probe_conn = db.conn();
     for i in (0..PAIRS).filter(|&i| !online(i)) {
-        let (mut a, _) = login(&server, &p.senders[i], "pw");
+        let (mut a, _) = login_unread(&server, &p.senders[i], "pw");
         let mut n = 0;
         wait_for(Duration::from_secs(10), "a logged-out receiver", || {
             let b = format!("probe|{}|{n}", p.senders[i]);
@@ -393,42 +427,15 @@ fn a_killed_server_keeps_every_acknowledged_message_exactly_once() {
         });
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let total_acked = Arc::new(AtomicUsize::new(0));
-    let mut senders = Vec::new();
-    let mut sender_clients = p.sender_clients.into_iter();
-    for i in 0..PAIRS {
-        for k in 0..CONNS {
-            let c = match k {
-                0 => sender_clients.next().unwrap(),
-                _ => login(&server, &p.senders[i], "pw").0,
-            };
-            let tag = format!("crash|{}|{k}", p.senders[i]);
-            senders.push((
-                i,
-                sender(
-                    c,
-                    p.senders[i].clone(),
-                    p.receivers[i].clone(),
-                    tag,
-                    stop.clone(),
-                    total_acked.clone(),
-                ),
-            ));
-        }
-    }
+    let load = Load::start(&server, &mut p, CONNS, "crash");
 
     // Under load: SIGKILL.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while total_acked.load(Ordering::Relaxed) < 1500 && Instant::now() < deadline {
+    while load.acked() < 1500 && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(10));
     }
     server.kill();
-    stop.store(true, Ordering::Release);
-    let mut logs: Vec<Vec<SendLog>> = (0..PAIRS).map(|_| Vec::new()).collect();
-    for (i, h) in senders {
-        logs[i].push(h.join().expect("sender thread"));
-    }
+    let logs = load.finish();
     let received: Vec<(usize, HashSet<String>)> = receivers
         .into_iter()
         .map(|(i, h)| {
@@ -460,26 +467,15 @@ fn a_killed_server_keeps_every_acknowledged_message_exactly_once() {
     let mut c = db.conn();
     let stored = messages(&mut c);
     assert_no_duplicates(&stored);
-    let by = rows_by_body(&stored);
-    let mut sent: HashSet<String> = HashSet::new();
-    for (i, l) in logs
-        .iter()
-        .enumerate()
-        .flat_map(|(i, v)| v.iter().map(move |l| (i, l)))
-    {
-        for b in &l.acked {
-            let rows = by.get(b.as_str()).map(Vec::as_slice).unwrap_or(&[]);
-            assert_eq!(
-                rows.len(),
-                1,
-                "{b:?} was acknowledged before the kill but is stored {} times",
-                rows.len()
-            );
-            let m = rows[0];
-            assert_eq!((&m.sender, &m.receiver), (&p.senders[i], &p.receivers[i]));
-            let want = if online(i) { "received" } else { "send" };
-            assert_eq!(m.status, want, "{m:?}");
+    assert_acked_stored_once(&stored, &p, &logs, |i| {
+        if online(i) {
+            "received"
+        } else {
+            "send"
         }
+    });
+    let mut sent: HashSet<String> = HashSet::new();
+    for l in logs.iter().flatten() {
         sent.extend(l.acked.iter().cloned());
         sent.extend(l.busy.iter().cloned());
         sent.extend(l.broken.iter().map(|b| b.0.clone()));
@@ -491,7 +487,7 @@ fn a_killed_server_keeps_every_acknowledged_message_exactly_once() {
     // The restarted server serves on: the offline receivers get everything stored for them,
     // and new messages get ids that collide with nothing stored before.
     for i in (0..PAIRS).filter(|&i| !online(i)) {
-        let (_, unread) = login(&server, &p.receivers[i], "pw");
+        let (_, unread) = login_unread(&server, &p.receivers[i], "pw");
         let got: HashSet<String> = elements(&unread)
             .iter()
             .map(|m| s(m, "message_body").to_string())
@@ -506,7 +502,7 @@ fn a_killed_server_keeps_every_acknowledged_message_exactly_once() {
     }
     let mut after = Vec::new();
     for i in 0..PAIRS {
-        let (mut a, _) = login(&server, &p.senders[i], "pw");
+        let (mut a, _) = login_unread(&server, &p.senders[i], "pw");
         for k in 0..5 {
             let b = format!("after|{}|{k}", p.senders[i]);
             let r = a.request(text(&p.senders[i], &p.receivers[i], &b)).unwrap();

@@ -2,19 +2,20 @@
 //! path under concurrent load, and a start against a database that cannot be reached. Needs
 //! `CORECHAT_TEST_MYSQL_URL` (see `mysql_common`).
 
+mod common;
 mod mysql_common;
 
-use std::collections::{HashMap, HashSet};
-use std::io::{ErrorKind, Read};
+use std::collections::HashSet;
+use std::io::Read;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::*;
 use mysql_common::*;
 
-const GREETING: &str = "我们已经是好友了，可以开始聊天了！";
 const SHARDS: usize = 3;
 
 /// The tables a fresh database must have after the first start.
@@ -51,10 +52,7 @@ fn an_empty_database_gets_the_whole_schema_once() {
     assert_eq!(v.iter().map(|x| x.1.as_str()).collect::<Vec<_>>(), names);
 
     // It works: a user registers (stored hashed), and is there after a restart.
-    let p = phones_on_distinct_shards(15100000000, 2, SHARDS);
-    let mut a = user(&server, &p[0], "pa");
-    let mut b = user(&server, &p[1], "pb");
-    befriend(&mut a, &p[0], &mut b, &p[1]);
+    let (p, _clients) = two_friends(&server, 15100000000);
     assert_eq!(server.stop(), Some(0));
     let stored: Vec<(String, String, String)> = c
         .query("SELECT user_id, user_password, user_email FROM m_user ORDER BY user_id")
@@ -67,7 +65,7 @@ fn an_empty_database_gets_the_whole_schema_once() {
 
     let mut server = db.start(SHARDS, &[]);
     assert_eq!(versions(&mut c), v, "nothing re-applied");
-    let (mut a, unread) = login(&server, &p[0], "pa");
+    let (mut a, unread) = login_unread(&server, &p[0], "pa");
     assert_eq!(
         reply_status(&unread),
         "null",
@@ -174,8 +172,7 @@ fn concurrent_sends_are_stored_exactly_once_with_their_statuses_and_unread_count
                     );
                     match c.recv() {
                         Ok(v) => take(&v, &mut seen),
-                        Err(e)
-                            if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {}
+                        Err(e) if is_timeout(&e) => {}
                         Err(e) => panic!("{me}: {e}"),
                     }
                 }
@@ -220,23 +217,12 @@ fn concurrent_sends_are_stored_exactly_once_with_their_statuses_and_unread_count
 
     let mut c = db.conn();
     let stored = messages(&mut c);
-    let mut by_body: HashMap<&str, Vec<&Msg>> = HashMap::new();
-    for m in &stored {
-        by_body.entry(m.body.as_str()).or_default().push(m);
-    }
+    let by_body = rows_by_body(&stored);
     let mut tagged = 0;
     for i in 0..USERS {
         let (from, to) = (&phones[i], &phones[partner(i)]);
         for k in 0..PER_USER {
-            let b = body(from, k);
-            let rows = by_body.get(b.as_str()).map(Vec::as_slice).unwrap_or(&[]);
-            assert_eq!(
-                rows.len(),
-                1,
-                "acknowledged message {b:?} stored {} times",
-                rows.len()
-            );
-            let m = rows[0];
+            let m = stored_once(&by_body, &body(from, k));
             assert_eq!((&m.sender, &m.receiver), (from, to), "{m:?}");
             assert_eq!(m.status, "received", "the receiver was online: {m:?}");
             assert_eq!(m.kind, "text");

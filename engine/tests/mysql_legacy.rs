@@ -2,17 +2,19 @@
 //! migrated in place at its first start, used with the users' old credentials, stopped and
 //! started again. Needs `CORECHAT_TEST_MYSQL_URL` (see `mysql_common`).
 
+mod common;
 mod mysql_common;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
+use common::*;
 use mysql_common::*;
 
 const ALICE: &str = "13800000001";
 const BOB: &str = "13800000002";
 const CAROL: &str = "13800000003";
 const DAVE: &str = "13800000004";
-const GREETING: &str = "我们已经是好友了，可以开始聊天了！";
 const SHARDS: usize = 3;
 
 /// Every repeat login really runs argon2 against the stored hash.
@@ -31,6 +33,19 @@ fn find<'a>(list: &'a [Value], key: &str, id: &str) -> &'a Value {
     list.iter()
         .find(|v| s(v, key) == id)
         .unwrap_or_else(|| panic!("no element with {key} = {id} in {list:?}"))
+}
+
+/// Asserts that each of `pairs` (user, friend) is an accepted relation in `rel`.
+#[track_caller]
+fn assert_accepted(rel: &HashMap<(String, String), String>, pairs: &[(&str, &str)]) {
+    for pair in pairs {
+        let key = (pair.0.to_string(), pair.1.to_string());
+        assert_eq!(
+            rel.get(&key).map(String::as_str),
+            Some("accepted"),
+            "{pair:?}: {rel:?}"
+        );
+    }
 }
 
 /// The one message of `m` from `from` to `to` with `body`, checking there is exactly one.
@@ -127,7 +142,7 @@ fn the_legacy_database_serves_the_whole_story_and_survives_a_restart() {
     });
     assert!(!hash.contains("alice-pw"), "{hash}");
     // She logs in again with the same password (checked against the hash), a wrong one fails.
-    let (mut alice2, again) = login(&server, ALICE, "alice-pw");
+    let (mut alice2, again) = login_unread(&server, ALICE, "alice-pw");
     assert_eq!(
         reply_status(&again),
         "null",
@@ -159,7 +174,7 @@ fn the_legacy_database_serves_the_whole_story_and_survives_a_restart() {
     );
 
     // Bob, on another connection, chats with Alice live.
-    let (mut bob, bob_unread) = login(&server, BOB, "bob-pw");
+    let (mut bob, bob_unread) = login_unread(&server, BOB, "bob-pw");
     assert_eq!(reply_status(&bob_unread), "null", "{bob_unread}");
 
     let r = alice
@@ -198,7 +213,13 @@ fn the_legacy_database_serves_the_whole_story_and_survives_a_restart() {
     // A video: its chat preview '[视频]' must be writable in the migrated m_chatlist (the old
     // ENUM only knew 'vedio'), or the commit, and so this reply, would never come.
     let r = alice
-        .request(message(ALICE, BOB, "video", "clip.mp4", "/files/clip.mp4"))
+        .request(message(
+            ALICE,
+            BOB,
+            "video",
+            "clip.mp4",
+            "2026-11-28 12:00:00",
+        ))
         .unwrap();
     assert_eq!(r["status"], "success", "{r}");
     let got = bob.recv_type("receive_message").unwrap();
@@ -268,14 +289,10 @@ fn the_legacy_database_serves_the_whole_story_and_survives_a_restart() {
 
     let rel = relations(&mut c);
     assert_eq!(rel.len(), 4, "{rel:?}");
-    for pair in [(ALICE, BOB), (BOB, ALICE), (ALICE, CAROL), (CAROL, ALICE)] {
-        let key = (pair.0.to_string(), pair.1.to_string());
-        assert_eq!(
-            rel.get(&key).map(String::as_str),
-            Some("accepted"),
-            "{pair:?}: {rel:?}"
-        );
-    }
+    assert_accepted(
+        &rel,
+        &[(ALICE, BOB), (BOB, ALICE), (ALICE, CAROL), (CAROL, ALICE)],
+    );
 
     let rows = chat_rows(&mut c);
     let chat = |u: &str, p: &str| {
@@ -312,7 +329,7 @@ fn the_legacy_database_serves_the_whole_story_and_survives_a_restart() {
         "no migration re-applied (same versions, same applied_at)"
     );
 
-    let (mut alice, again) = login(&server, ALICE, "alice-pw");
+    let (mut alice, again) = login_unread(&server, ALICE, "alice-pw");
     assert_eq!(reply_status(&again), "null", "{again}");
     let friends = elements(&alice.simple("friends", ALICE).unwrap());
     assert_eq!(friends.len(), 2, "{friends:?}");
@@ -333,7 +350,7 @@ fn the_legacy_database_serves_the_whole_story_and_survives_a_restart() {
     let r = server.client().login(ALICE, "nope").unwrap();
     assert_eq!(reply_status(&r), "error", "{r}");
 
-    let (_bob, bob_unread) = login(&server, BOB, "bob-pw");
+    let (_bob, bob_unread) = login_unread(&server, BOB, "bob-pw");
     assert_eq!(
         reply_status(&bob_unread),
         "null",
@@ -341,7 +358,7 @@ fn the_legacy_database_serves_the_whole_story_and_survives_a_restart() {
     );
 
     // Carol, still with her old password, gets what waited for her, oldest first.
-    let (mut carol, carol_unread) = login(&server, CAROL, "carol-pw");
+    let (mut carol, carol_unread) = login_unread(&server, CAROL, "carol-pw");
     let carol_unread = elements(&carol_unread);
     let bodies: Vec<&str> = carol_unread.iter().map(|m| s(m, "message_body")).collect();
     assert_eq!(bodies, vec![GREETING, "hi carol"], "{carol_unread:?}");
@@ -360,18 +377,13 @@ fn the_legacy_database_serves_the_whole_story_and_survives_a_restart() {
     assert_eq!(server.stop(), Some(0));
     let stored = messages(&mut c);
     assert_eq!(stored.len(), 10, "9 + 1 sent after the restart");
-    assert_eq!(
-        the_message(&stored, ALICE, CAROL, GREETING).status,
-        "received"
-    );
-    assert_eq!(
-        the_message(&stored, ALICE, CAROL, "hi carol").status,
-        "received"
-    );
-    assert_eq!(
-        the_message(&stored, ALICE, CAROL, "you're online!").status,
-        "received"
-    );
+    for body in [GREETING, "hi carol", "you're online!"] {
+        assert_eq!(
+            the_message(&stored, ALICE, CAROL, body).status,
+            "received",
+            "{body}"
+        );
+    }
     assert!(password_of(&mut c, CAROL).starts_with("$argon2id$"));
     assert_eq!(versions(&mut c), migrated);
 }
@@ -383,8 +395,8 @@ fn either_side_may_accept_a_legacy_request() {
     let server = db.start(SHARDS, &[]);
 
     // Carol asked Alice, but the old rows do not say so: Carol's acceptance is as good.
-    let (mut alice, _) = login(&server, ALICE, "alice-pw");
-    let (mut carol, carol_unread) = login(&server, CAROL, "carol-pw");
+    let (mut alice, _) = login_unread(&server, ALICE, "alice-pw");
+    let (mut carol, carol_unread) = login_unread(&server, CAROL, "carol-pw");
     assert_eq!(reply_status(&carol_unread), "null", "{carol_unread}");
     let friends = elements(&carol.simple("friends", CAROL).unwrap());
     assert_eq!(friends.len(), 1, "{friends:?}");
@@ -406,14 +418,7 @@ fn either_side_may_accept_a_legacy_request() {
 
     let mut c = db.conn();
     let rel = relations(&mut c);
-    for pair in [(ALICE, CAROL), (CAROL, ALICE)] {
-        let key = (pair.0.to_string(), pair.1.to_string());
-        assert_eq!(
-            rel.get(&key).map(String::as_str),
-            Some("accepted"),
-            "{pair:?}: {rel:?}"
-        );
-    }
+    assert_accepted(&rel, &[(ALICE, CAROL), (CAROL, ALICE)]);
     let stored = messages(&mut c);
     assert_eq!(
         the_message(&stored, CAROL, ALICE, GREETING).status,

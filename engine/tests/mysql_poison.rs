@@ -3,18 +3,19 @@
 //! value must never reach a batch: one client must not be able to stop every write of the
 //! server. Needs `CORECHAT_TEST_MYSQL_URL` (see `mysql_common`).
 
+mod common;
 mod mysql_common;
 
 use std::time::Duration;
 
+use common::*;
 use mysql_common::*;
 
 const SHARDS: usize = 3;
 
 /// Two pairs of friends: (a, b) and (c, d), each user logged in.
-fn two_pairs(server: &TestServer, base: u64) -> (Vec<String>, Vec<Client>) {
-    let p = phones_on_distinct_shards(base, 4, SHARDS);
-    let mut cl: Vec<Client> = p.iter().map(|x| user(server, x, "pw")).collect();
+fn two_pairs(server: &TestServer, base: u64) -> ([String; 4], [Client; 4]) {
+    let (p, mut cl) = users(server, base, ["pw"; 4]);
     for k in [0, 2] {
         let (lo, hi) = cl.split_at_mut(k + 1);
         befriend(&mut lo[k], &p[k], &mut hi[0], &p[k + 1]);
@@ -41,7 +42,7 @@ fn a_timestamp_the_database_rejects_does_not_stall_every_write() {
 
     // chrono accepts a leap second (and signed years such as "+10000-01-01 00:00:00"); a
     // DATETIME column does not: "Incorrect datetime value" (error 1292).
-    let mut poison = message(&p[0], &p[1], "text", "at a leap second", " ");
+    let mut poison = text(&p[0], &p[1], "at a leap second");
     poison["message_timestamp"] = json!("2026-12-31 23:59:60");
     cl[0].send(&poison).unwrap();
 

@@ -15,46 +15,28 @@ fn send_ok(c: &mut Client, from: &str, to: &str, body: &str, ts: &str) {
 #[test]
 fn state_survives_restart_with_another_shard_count() {
     let mut s = TestServer::start_fast(3);
-    let p = phones_on_distinct_shards(13840000000, 4, 3);
-    let (a, b, c, d) = (&p[0], &p[1], &p[2], &p[3]);
-    let mut ca = user(&s, a, "pass-a");
-    let mut cb = user(&s, b, "pass-b");
-    let mut cc = user(&s, c, "pass-c");
-    let mut cd = user(&s, d, "pass-d");
+    let passwords = ["pass-a", "pass-b", "pass-c", "pass-d"];
+    let (p, [mut ca, mut cb, mut cc, mut cd]) = users(&s, 13840000000, passwords);
+    let [a, b, c, d] = &p;
     // A-B and A-C friends (A asked both), D has asked A (pending), C-B were friends and parted.
     befriend(&mut ca, a, &mut cb, b);
     befriend(&mut ca, a, &mut cc, c);
     befriend(&mut cc, c, &mut cb, b);
-    assert_eq!(
-        cc.recv_type("receive_message").unwrap()["message_body"],
-        GREETING
-    );
+    assert_receives(&mut cc, GREETING);
     assert_eq!(cc.pair("delete_friend", c, b).unwrap()["status"], "success");
     assert_eq!(cd.pair("add_friend", d, a).unwrap()["status"], "success");
     for _ in 0..2 {
-        assert_eq!(
-            ca.recv_type("receive_message").unwrap()["message_body"],
-            GREETING
-        );
+        assert_receives(&mut ca, GREETING);
     }
     // Live traffic, then A opens its chat with B.
     send_ok(&mut cb, b, a, "b1", "2026-11-28 14:00:01");
     send_ok(&mut cb, b, a, "b2 image", "2026-11-28 14:00:02");
-    assert_eq!(
-        ca.recv_type("receive_message").unwrap()["message_body"],
-        "b1"
-    );
-    assert_eq!(
-        ca.recv_type("receive_message").unwrap()["message_body"],
-        "b2 image"
-    );
+    assert_receives(&mut ca, "b1");
+    assert_receives(&mut ca, "b2 image");
     let r = ca.request(update_chat(a, b, "b2 image", "text", "2026-11-28 14:00:02"));
     assert_eq!(r.unwrap()["status"], "success");
     send_ok(&mut ca, a, c, "a to c", "2026-11-28 14:00:03");
-    assert_eq!(
-        cc.recv_type("receive_message").unwrap()["message_body"],
-        "a to c"
-    );
+    assert_receives(&mut cc, "a to c");
     // A goes away; B and C write to it.
     ca.go_offline();
     send_ok(&mut cb, b, a, "offline 1", "2026-11-28 14:01:01");
@@ -92,10 +74,7 @@ fn state_survives_restart_with_another_shard_count() {
     assert_eq!(img["message_body"], "cat.png");
     assert_eq!(img["receiver_id"], *a);
     assert_eq!(img["message_timestamp"], "2026-11-28 14:01:02");
-    assert_null(
-        &ca.simple("get_unread_messages", a).unwrap(),
-        "get_unread_messages",
-    );
+    assert_no_unread(&mut ca, a);
     // A's lists.
     let friends = ca.rows("friends", a);
     assert_eq!(friends.len(), 3, "{friends:?}");
@@ -140,18 +119,12 @@ fn state_survives_restart_with_another_shard_count() {
     let mut cd = login(&s, d, "pass-d");
     assert_error(&cd.pair("accept_friend", d, a).unwrap(), "accept_friend");
     assert_eq!(ca.pair("accept_friend", a, d).unwrap()["status"], "success");
-    assert_eq!(
-        cd.recv_type("receive_message").unwrap()["message_body"],
-        GREETING
-    );
+    assert_receives(&mut cd, GREETING);
     // The parted pair stays parted; the friends still talk.
     let mut cb = login(&s, b, "pass-b");
     assert_error(&cb.request(text(b, c, "hi c")).unwrap(), "send_message");
     send_ok(&mut cb, b, a, "after restart", "2026-11-28 15:00:00");
-    assert_eq!(
-        ca.recv_type("receive_message").unwrap()["message_body"],
-        "after restart"
-    );
+    assert_receives(&mut ca, "after restart");
     // Registering a stored id again fails.
     let mut x = s.client();
     assert_error(&x.register(a, "again", "pw").unwrap(), "register");
@@ -163,29 +136,23 @@ fn state_survives_restart_with_another_shard_count() {
 #[test]
 fn offline_queue_across_two_restarts() {
     let mut s = TestServer::start_fast(3);
-    let p = phones_on_distinct_shards(13841000000, 2, 3);
-    let (a, b) = (&p[0], &p[1]);
-    let mut ca = user(&s, a, "pa");
-    let mut cb = user(&s, b, "pb");
-    befriend(&mut ca, a, &mut cb, b);
-    assert_eq!(
-        ca.recv_type("receive_message").unwrap()["message_body"],
-        GREETING
-    );
-    ca.go_offline();
-    for i in 0..5 {
-        send_ok(&mut cb, b, a, &format!("first {i}"), "2026-11-28 16:00:00");
-    }
-    drop(cb);
-    s.restart(2, FAST_AUTH);
-    // B writes more after the first restart, A still away.
-    let mut cb = login(&s, b, "pb");
-    for i in 0..5 {
-        send_ok(&mut cb, b, a, &format!("second {i}"), "2026-11-28 16:00:01");
-    }
-    drop(cb);
-    s.restart(3, FAST_AUTH);
-    let (mut ca, r) = relogin(&s, a, "pa");
+    let (p, [mut ca, mut cb]) = two_friends(&s, 13841000000);
+    let [a, b] = &p;
+    assert_receives(&mut ca, GREETING);
+    let (mut ca, r) = while_offline(&mut s, ca, a, "pa", |s| {
+        for i in 0..5 {
+            send_ok(&mut cb, b, a, &format!("first {i}"), "2026-11-28 16:00:00");
+        }
+        drop(cb);
+        s.restart(2, FAST_AUTH);
+        // B writes more after the first restart, A still away.
+        let mut cb = login(s, b, "pb");
+        for i in 0..5 {
+            send_ok(&mut cb, b, a, &format!("second {i}"), "2026-11-28 16:00:01");
+        }
+        drop(cb);
+        s.restart(3, FAST_AUTH);
+    });
     let want: Vec<String> = (0..5)
         .map(|i| format!("first {i}"))
         .chain((0..5).map(|i| format!("second {i}")))
@@ -205,20 +172,8 @@ fn offline_queue_across_two_restarts() {
 #[test]
 fn offline_order_from_several_shards_survives_restart() {
     let mut s = TestServer::start_fast(3);
-    let p = phones_on_distinct_shards(13842000000, 3, 3);
-    let (a, b, c) = (&p[0], &p[1], &p[2]);
-    let mut ca = user(&s, a, "pa");
-    let mut cb = user(&s, b, "pb");
-    let mut cc = user(&s, c, "pc");
-    befriend(&mut cb, b, &mut ca, a);
-    befriend(&mut cb, b, &mut cc, c);
-    for _ in 0..2 {
-        assert_eq!(
-            cb.recv_type("receive_message").unwrap()["message_body"],
-            GREETING
-        );
-    }
-    cb.go_offline();
+    let (p, [mut ca, cb, mut cc]) = b_befriends_a_and_c(&s, 13842000000);
+    let [a, b, c] = &p;
     let order = [
         (a, "a1"),
         (a, "a2"),
@@ -227,13 +182,14 @@ fn offline_order_from_several_shards_survives_restart() {
         (a, "a4"),
         (c, "c2"),
     ];
-    for (i, (from, body)) in order.iter().enumerate() {
-        let cl = if *from == a { &mut ca } else { &mut cc };
-        send_ok(cl, from, b, body, &format!("2026-11-28 17:00:0{i}"));
-    }
     let want: Vec<&str> = order.iter().map(|(_, body)| *body).collect();
-    s.restart(3, FAST_AUTH);
-    let (_cb, r) = relogin(&s, b, "pb");
+    let (_cb, r) = while_offline(&mut s, cb, b, "pb", |s| {
+        for (i, (from, body)) in order.iter().enumerate() {
+            let cl = if *from == a { &mut ca } else { &mut cc };
+            send_ok(cl, from, b, body, &format!("2026-11-28 17:00:0{i}"));
+        }
+        s.restart(3, FAST_AUTH);
+    });
     assert_eq!(unread_bodies(&r), want, "{r}");
     assert_eq!(s.stop(), Some(0));
 }
@@ -242,23 +198,20 @@ fn offline_order_from_several_shards_survives_restart() {
 #[test]
 fn acknowledged_changes_survive_kill_9() {
     let mut s = TestServer::start_fast(3);
-    let p = phones_on_distinct_shards(13843000000, 3, 3);
-    let (a, b, c) = (&p[0], &p[1], &p[2]);
-    let mut ca = user(&s, a, "pa");
-    let mut cb = user(&s, b, "pb");
-    let mut cc = user(&s, c, "pc");
+    let (p, [mut ca, mut cb, mut cc]) = users(&s, 13843000000, ["pa", "pb", "pc"]);
+    let [a, b, c] = &p;
     befriend(&mut ca, a, &mut cb, b);
     assert_eq!(cc.pair("add_friend", c, a).unwrap()["status"], "success");
-    ca.go_offline();
-    for i in 0..20 {
-        cb.send_text(b, a, &format!("m{i}")).unwrap();
-    }
-    for _ in 0..20 {
-        assert_eq!(cb.recv_type("send_message").unwrap()["status"], "success");
-    }
-    drop((cb, cc));
-    s.restart_after_crash(3, FAST_AUTH);
-    let (mut ca, r) = relogin(&s, a, "pa");
+    let (mut ca, r) = while_offline(&mut s, ca, a, "pa", |s| {
+        for i in 0..20 {
+            cb.send_text(b, a, &format!("m{i}")).unwrap();
+        }
+        for _ in 0..20 {
+            assert_eq!(cb.recv_type("send_message").unwrap()["status"], "success");
+        }
+        drop((cb, cc));
+        s.restart_after_crash(3, FAST_AUTH);
+    });
     // (The greeting reached A live before.)
     let want: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
     assert_eq!(unread_bodies(&r), want, "{r}");

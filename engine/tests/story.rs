@@ -31,20 +31,7 @@ fn login_checked(c: &mut Client, phone: &str, name: &str, pw: &str) {
     let p = &a[0];
     assert_eq!(p["type"], "login", "{r}");
     assert_eq!(p["status"], "success", "{r}");
-    assert_eq!(p["user_id"], phone, "{r}");
-    assert_eq!(p["user_phone"], phone, "{r}");
-    assert_eq!(p["user_name"], name, "{r}");
-    assert_eq!(p["user_email"], format!("{phone}@an.com"), "{r}");
-    assert_eq!(p["user_avatar"], "/default.jpg", "{r}");
-    assert!(
-        p["user_status"].as_str().is_some_and(|s| !s.is_empty()),
-        "{r}"
-    );
-    assert!(is_timestamp(&p["user_created"]), "{r}");
-    assert!(
-        p.get("user_password").is_none(),
-        "login leaks the password: {r}"
-    );
+    assert_profile(p, phone, name);
     // What the client sends right after a login, on a fresh account.
     let r = c.simple("get_unread_messages", phone).unwrap();
     assert_null(&r, "get_unread_messages");
@@ -283,16 +270,8 @@ fn two_users_on_different_shards() {
     );
     assert_error(&cb.request(text(b, a, "no")).unwrap(), "send_message");
     // Nothing arrived on either side: the next frame after a round trip is its reply.
-    let (before, _) = {
-        ca.send(&json!({"type": "friends", "user_id": a})).unwrap();
-        ca.frames_until("friends")
-    };
-    assert!(before.is_empty(), "unexpected frames: {before:?}");
-    let (before, _) = {
-        cb.send(&json!({"type": "friends", "user_id": b})).unwrap();
-        cb.frames_until("friends")
-    };
-    assert!(before.is_empty(), "unexpected frames: {before:?}");
+    assert_quiet(&mut ca, a);
+    assert_quiet(&mut cb, b);
 
     // They can become friends again.
     befriend(&mut ca, a, &mut cb, b);
@@ -447,10 +426,7 @@ fn three_users_on_three_shards() {
 #[test]
 fn default_password_hashing() {
     let mut s = TestServer::start(3);
-    let p = phones_on_distinct_shards(13820000000, 2, 3);
-    let mut a = user(&s, &p[0], "pa");
-    let mut b = user(&s, &p[1], "pb");
-    befriend(&mut a, &p[0], &mut b, &p[1]);
+    let (p, _clients) = two_friends(&s, 13820000000);
     let (_c, r) = relogin(&s, &p[1], "pb");
     assert_null(&r, "get_unread_messages");
     assert_eq!(s.stop(), Some(0));
@@ -461,11 +437,8 @@ fn default_password_hashing() {
 #[test]
 fn closed_conversation_reopens_on_the_next_message() {
     let mut s = TestServer::start_fast(3);
-    let p = phones_on_distinct_shards(13830500000, 2, 3);
-    let (a, b) = (&p[0], &p[1]);
-    let mut ca = user(&s, a, "pa");
-    let mut cb = user(&s, b, "pb");
-    befriend(&mut ca, a, &mut cb, b);
+    let (p, [mut ca, mut cb]) = two_friends(&s, 13830500000);
+    let [a, b] = &p;
     let mut u = update_chat(a, b, GREETING, "text", "2026-11-28 12:00:00");
     u["chat_status"] = json!("close");
     assert_eq!(ca.checked(u)["status"], "success");

@@ -1,4 +1,5 @@
-//! Starting the real server binary for integration tests.
+//! Starting the real server binary for integration tests, and the clients, requests and
+//! setups they share. The `mysql_*` tests use it too, with `tests/mysql_common` on top.
 
 #![allow(dead_code)]
 
@@ -18,20 +19,18 @@ pub struct TestServer {
     pub admin: Option<SocketAddr>,
     pub child: Option<Child>,
     pub data: PathBuf,
+    /// How many shards the server runs (users are placed by [`shard_of`] with this count).
+    pub shards: usize,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl TestServer {
     /// A server with `shards` shards on a fresh data directory.
     pub fn start(shards: usize) -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let mut s = TestServer::start_on(&data, shards, &[]);
-        s._dir = Some(dir);
-        s
+        TestServer::start_with(shards, &[])
     }
 
-    /// A server on an existing data directory, with extra flags.
+    /// A server on an existing data directory, with extra flags (e.g. `--database URL`).
     pub fn start_on(data: &Path, shards: usize, extra: &[&str]) -> TestServer {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_corechat"));
         cmd.args(["--listen", "127.0.0.1:0", "--no-pin", "--log-level", "warn"])
@@ -82,6 +81,7 @@ impl TestServer {
             admin,
             child: Some(child),
             data: data.to_path_buf(),
+            shards,
             _dir: None,
         }
     }
@@ -90,23 +90,10 @@ impl TestServer {
         Client::connect(self.addr).unwrap()
     }
 
-    /// SIGTERM, then wait; returns the exit status code.
+    /// SIGTERM, then wait (at most 60 s); returns the exit status code.
     pub fn stop(&mut self) -> Option<i32> {
-        let mut child = self.child.take()?;
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                return st.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("server did not stop within 60 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.terminate();
+        self.wait_exit()
     }
 
     /// kill -9.
@@ -207,25 +194,27 @@ impl TestServer {
             Some(0),
             "server did not exit cleanly on SIGTERM"
         );
-        // `next` has no child left when it drops, so dropping it stops nothing.
-        let mut next = TestServer::start_on(&self.data.clone(), shards, extra);
-        self.addr = next.addr;
-        self.child = next.child.take();
+        self.start_again(shards, extra);
     }
-}
 
-impl TestServer {
     /// Kills the server (SIGKILL, no shutdown at all) and starts a new one on the same data
     /// directory; `self` then refers to the new server.
     pub fn restart_after_crash(&mut self, shards: usize, extra: &[&str]) {
         self.kill();
+        self.start_again(shards, extra);
+    }
+
+    /// Starts a new server on this one's data directory (this one has stopped) and takes it
+    /// over.
+    fn start_again(&mut self, shards: usize, extra: &[&str]) {
+        // `next` has no child left when it drops, so dropping it stops nothing.
         let mut next = TestServer::start_on(&self.data.clone(), shards, extra);
         self.addr = next.addr;
+        self.admin = next.admin;
+        self.shards = shards;
         self.child = next.child.take();
     }
-}
 
-impl TestServer {
     /// Sends SIGTERM once, without waiting (see [`TestServer::wait_exit`]).
     pub fn terminate(&self) {
         if let Some(c) = &self.child {
@@ -245,6 +234,7 @@ impl TestServer {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!("server did not exit within 60 s");
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -321,6 +311,15 @@ pub fn assert_null(v: &Value, ty: &str) {
     assert_eq!(e[0]["status"], "null", "{v}");
 }
 
+/// Asserts that nothing waits for `user`: `get_unread_messages` on `c` answers `null`.
+#[track_caller]
+pub fn assert_no_unread(c: &mut Client, user: &str) {
+    assert_null(
+        &c.simple("get_unread_messages", user).unwrap(),
+        "get_unread_messages",
+    );
+}
+
 /// A `send_message` of any type with a given timestamp.
 pub fn message(from: &str, to: &str, message_type: &str, body: &str, ts: &str) -> Value {
     let file_path = if message_type == "text" {
@@ -357,6 +356,102 @@ pub fn relogin(server: &TestServer, phone: &str, password: &str) -> (Client, Val
     let mut c = login(server, phone, password);
     let r = unread_all(&mut c, phone);
     (c, r)
+}
+
+/// Logs in on a new connection and asks for the unread messages once, as the client does;
+/// returns the client and the first `get_unread_messages` reply (other frames stay held).
+pub fn login_unread(server: &TestServer, phone: &str, password: &str) -> (Client, Value) {
+    let mut c = login(server, phone, password);
+    let r = c.simple("get_unread_messages", phone).unwrap();
+    (c, r)
+}
+
+/// Registers and logs in `N` users ([`user`]) on distinct shards of `server` (phone numbers
+/// from `base` on, see [`phones_on_distinct_shards`]), in order, with `passwords`; returns
+/// their phone numbers and clients.
+pub fn users<const N: usize>(
+    server: &TestServer,
+    base: u64,
+    passwords: [&str; N],
+) -> ([String; N], [Client; N]) {
+    let phones: [String; N] = phones_on_distinct_shards(base, N, server.shards)
+        .try_into()
+        .unwrap();
+    let clients = std::array::from_fn(|i| user(server, &phones[i], passwords[i]));
+    (phones, clients)
+}
+
+/// Two [`users`] on distinct shards with passwords `pa` and `pb`, made friends: the first
+/// asked, the second accepted (the greeting is left unread on the first one's connection).
+pub fn two_friends(server: &TestServer, base: u64) -> ([String; 2], [Client; 2]) {
+    let (p, [mut a, mut b]) = users(server, base, ["pa", "pb"]);
+    befriend(&mut a, &p[0], &mut b, &p[1]);
+    (p, [a, b])
+}
+
+/// Three [`users`] on distinct shards with passwords `pa`, `pb` and `pc`: the second (B)
+/// asked the other two, both accepted, and both greetings have reached B.
+pub fn b_befriends_a_and_c(server: &TestServer, base: u64) -> ([String; 3], [Client; 3]) {
+    let (p, [mut a, mut b, mut c]) = users(server, base, ["pa", "pb", "pc"]);
+    befriend(&mut b, &p[1], &mut a, &p[0]);
+    befriend(&mut b, &p[1], &mut c, &p[2]);
+    for _ in 0..2 {
+        assert_receives(&mut b, GREETING);
+    }
+    (p, [a, b, c])
+}
+
+/// Takes `c` (logged in as `phone`) offline ([`ClientExt::go_offline`]), runs `meanwhile`
+/// (which may restart the server), then logs `phone` in again; returns the new connection and
+/// everything that waited for it ([`relogin`]).
+pub fn while_offline(
+    server: &mut TestServer,
+    c: Client,
+    phone: &str,
+    password: &str,
+    meanwhile: impl FnOnce(&mut TestServer),
+) -> (Client, Value) {
+    c.go_offline();
+    meanwhile(server);
+    relogin(server, phone, password)
+}
+
+/// Asserts that the next `receive_message` on `c` (held or new) carries `body`.
+#[track_caller]
+pub fn assert_receives(c: &mut Client, body: &str) {
+    assert_eq!(
+        c.recv_type("receive_message").unwrap()["message_body"],
+        body
+    );
+}
+
+/// Asserts that nothing is waiting on `c` (logged in as `user`): a `friends` round trip is
+/// answered before any other frame. Returns that `friends` reply.
+#[track_caller]
+pub fn assert_quiet(c: &mut Client, user: &str) -> Value {
+    c.send(&json!({"type": "friends", "user_id": user}))
+        .unwrap();
+    let (before, f) = c.frames_until("friends");
+    assert!(before.is_empty(), "unexpected frames: {before:?}");
+    f
+}
+
+/// `v[key]` as a string ("" when missing or not a string).
+pub fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, for at most `limit`; panics with `what`
+/// otherwise.
+pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Sends `get_unread_messages` and gathers its reply, which a large mailbox splits over

@@ -1,178 +1,26 @@
-//! What the `mysql_*` integration tests share: a throwaway MariaDB/MySQL database per test,
-//! the legacy fixture, and the real `corechat` binary started on that database.
+//! What only the `mysql_*` integration tests need on top of `tests/common`: a throwaway
+//! MariaDB/MySQL database per test, the legacy fixture, the real `corechat` binary started on
+//! that database, and queries of the rows the server wrote.
 //!
 //! Needs `CORECHAT_TEST_MYSQL_URL` (e.g. `mysql://corechat:corechat@127.0.0.1:3306`), naming a
 //! user that may create databases `corechat_*`:
 //! `export CORECHAT_TEST_MYSQL_URL=$(scripts/mariadb.sh --url | tail -n1)`.
 //! Without it these tests FAIL with that hint; they never pass silently.
 //!
-//! A test file uses it with `mod mysql_common; use mysql_common::*;`. It is self-contained (a
-//! copy of the few harness pieces of `tests/common` these tests need), so that work on the
-//! other integration tests' harness cannot break these.
+//! A test file uses it with `mod common; mod mysql_common; use common::*; use mysql_common::*;`
+//! (it builds on `crate::common`).
 
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
-pub use corechat_engine::client::{reply_status, reply_type, Client};
 pub use mysql::prelude::Queryable;
 pub use mysql::{Conn, Opts};
-pub use serde_json::{json, Value};
 
-// ---------------------------------------------------------------------------------------------
-// The server process
-// ---------------------------------------------------------------------------------------------
+use crate::common::{TestServer, FAST_AUTH};
 
-/// A `corechat` process on an ephemeral port, killed (SIGKILL) when dropped.
-pub struct TestServer {
-    pub addr: SocketAddr,
-    pub child: Option<Child>,
-}
-
-impl TestServer {
-    /// Starts the binary with `shards` shards, `data` as its data directory and `extra` flags;
-    /// returns once it printed its ready line (at most 60 s).
-    pub fn start_on(data: &Path, shards: usize, extra: &[&str]) -> TestServer {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_corechat"));
-        cmd.args(["--listen", "127.0.0.1:0", "--no-pin", "--log-level", "warn"])
-            .args(["--admin", "off"])
-            .args(["--shards", &shards.to_string()])
-            .arg("--data-dir")
-            .arg(data)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = cmd.spawn().expect("start corechat");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Reads the ready line, then keeps draining stdout so the server never blocks on it.
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            for line in lines.by_ref() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix("corechat ready on ") {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = tx.send(addr);
-                    break;
-                }
-            }
-            for _ in lines {}
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(a) => a.parse().expect("ready line names an address"),
-            Err(_) => {
-                let status = child.try_wait().ok().flatten();
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("corechat did not get ready (exit status {status:?}; its stderr is above)");
-            }
-        };
-        TestServer {
-            addr,
-            child: Some(child),
-        }
-    }
-
-    pub fn client(&self) -> Client {
-        Client::connect(self.addr).expect("connect to corechat")
-    }
-
-    /// SIGTERM, then wait (at most 60 s); returns the exit code.
-    pub fn stop(&mut self) -> Option<i32> {
-        let mut child = self.child.take()?;
-        let pid = i32::try_from(child.id()).expect("pid");
-        // SAFETY: signals our own child process, which has not been reaped yet.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(st) = child.try_wait().expect("wait") {
-                return st.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("corechat did not stop within 60 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// kill -9.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// `count` phone numbers from `base` on, one on each of `shards` shards in turn, as the server
-/// places users.
-pub fn phones_on_distinct_shards(base: u64, count: usize, shards: usize) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut n = base;
-    while out.len() < count {
-        let p = n.to_string();
-        if corechat_shards::shard_of(&p, shards) == out.len() % shards {
-            out.push(p);
-        }
-        n += 1;
-    }
-    out
-}
-
-/// Registers and logs in a user (and asks for unread messages, as the client does).
-pub fn user(server: &TestServer, phone: &str, password: &str) -> Client {
-    let mut c = server.client();
-    let r = c
-        .register(phone, &format!("user {phone}"), password)
-        .expect("register reply");
-    assert_eq!(r["status"], "success", "{r}");
-    let r = c.login(phone, password).expect("login reply");
-    assert_eq!(reply_status(&r), "success", "{r}");
-    let r = c
-        .simple("get_unread_messages", phone)
-        .expect("get_unread_messages reply");
-    assert_eq!(reply_type(&r), "get_unread_messages");
-    c
-}
-
-/// Makes `a` and `b` friends (a asks, b accepts).
-pub fn befriend(a: &mut Client, a_id: &str, b: &mut Client, b_id: &str) {
-    let r = a.pair("add_friend", a_id, b_id).expect("add_friend reply");
-    assert_eq!(r["status"], "success", "{r}");
-    let r = b
-        .pair("accept_friend", b_id, a_id)
-        .expect("accept_friend reply");
-    assert_eq!(r["status"], "success", "{r}");
-}
-
-/// A text `send_message` as the client writes it.
-pub fn text(from: &str, to: &str, body: &str) -> Value {
-    message(from, to, "text", body, " ")
-}
-
-// ---------------------------------------------------------------------------------------------
-// The database
-// ---------------------------------------------------------------------------------------------
-
-/// Flags every server in these tests gets on top of `--database`: a cheap argon2 (the tests
-/// are about the database, and a debug build pays dearly for the default 19 MiB).
-pub const FAST_AUTH: [&str; 4] = ["--argon2-memory-kib", "256", "--argon2-passes", "1"];
-
+/// The server's URL without a database, from `CORECHAT_TEST_MYSQL_URL`.
 pub fn base_url() -> String {
     match std::env::var("CORECHAT_TEST_MYSQL_URL") {
         Ok(u) if !u.trim().is_empty() => u.trim().to_string(),
@@ -214,12 +62,10 @@ pub fn admin_conn() -> Conn {
 }
 
 /// A database of its own for one test (`corechat_test_<tag>_<random>`), dropped when the test
-/// ends, also when it fails. It also holds the (unused with `--database`) data directory the
-/// servers of the test are given.
+/// ends, also when it fails.
 pub struct TestDb {
     pub name: String,
     pub url: String,
-    pub dir: tempfile::TempDir,
 }
 
 impl TestDb {
@@ -232,23 +78,20 @@ impl TestDb {
             ))
             .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
         let url = with_db(&base_url(), &name);
-        TestDb {
-            name,
-            url,
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
+        TestDb { name, url }
     }
 
     pub fn conn(&self) -> Conn {
         Conn::new(Opts::from_url(&self.url).expect("test URL parses")).expect("test connection")
     }
 
-    /// Starts the real server on this database with `shards` shards (and [`FAST_AUTH`]).
+    /// Starts the real server on this database with `shards` shards, [`FAST_AUTH`] and `extra`
+    /// flags (its data directory, a fresh one, goes unused with `--database`).
     pub fn start(&self, shards: usize, extra: &[&str]) -> TestServer {
         let mut flags: Vec<&str> = vec!["--database", &self.url];
-        flags.extend_from_slice(&FAST_AUTH);
+        flags.extend_from_slice(FAST_AUTH);
         flags.extend_from_slice(extra);
-        TestServer::start_on(&self.dir.path().join("data"), shards, &flags)
+        TestServer::start_with(shards, &flags)
     }
 }
 
@@ -302,10 +145,6 @@ pub fn all_versions() -> Vec<u32> {
     corechat_sql::MYSQL.iter().map(|m| m.version).collect()
 }
 
-pub fn count(c: &mut Conn, sql: &str) -> u64 {
-    c.query_first::<u64, _>(sql).expect("count").unwrap_or(0)
-}
-
 /// One row of `m_friends_message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Msg {
@@ -344,6 +183,28 @@ pub fn messages(c: &mut Conn) -> Vec<Msg> {
             }
         })
         .collect()
+}
+
+/// Stored messages by body.
+pub fn rows_by_body(stored: &[Msg]) -> HashMap<&str, Vec<&Msg>> {
+    let mut by: HashMap<&str, Vec<&Msg>> = HashMap::new();
+    for m in stored {
+        by.entry(m.body.as_str()).or_default().push(m);
+    }
+    by
+}
+
+/// The one message stored with `body` (in [`rows_by_body`]), asserting there is exactly one.
+#[track_caller]
+pub fn stored_once<'a>(by: &HashMap<&str, Vec<&'a Msg>>, body: &str) -> &'a Msg {
+    let rows = by.get(body).map(Vec::as_slice).unwrap_or(&[]);
+    assert_eq!(
+        rows.len(),
+        1,
+        "acknowledged message {body:?} stored {} times",
+        rows.len()
+    );
+    rows[0]
 }
 
 /// One row of `m_chatlist`.
@@ -389,53 +250,6 @@ pub fn relations(c: &mut Conn) -> HashMap<(String, String), String> {
     .expect("select relations")
     .into_iter()
     .collect()
-}
-
-/// Polls `f` every 20 ms until it returns `Some`, for at most `limit`; panics with `what`
-/// otherwise.
-pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Logs `phone` in on a new connection and answers the client's `get_unread_messages`; returns
-/// the client and that reply.
-pub fn login(server: &TestServer, phone: &str, password: &str) -> (Client, Value) {
-    let mut c = server.client();
-    let r = c.login(phone, password).expect("login reply");
-    assert_eq!(reply_status(&r), "success", "login of {phone}: {r}");
-    let unread = c
-        .simple("get_unread_messages", phone)
-        .expect("get_unread_messages reply");
-    (c, unread)
-}
-
-/// A `send_message` of any type, as the client writes it.
-pub fn message(from: &str, to: &str, kind: &str, body: &str, file_path: &str) -> Value {
-    json!({
-        "type": "send_message", "send_id": from, "receiver_id": to, "chat_type": "friend",
-        "message_body": body, "message_type": kind, "file_path": file_path,
-        "message_timestamp": "2026-11-28 12:00:00"
-    })
-}
-
-/// The elements of an array reply (an object reads as one element).
-pub fn elements(v: &Value) -> Vec<Value> {
-    match v {
-        Value::Array(a) => a.clone(),
-        other => vec![other.clone()],
-    }
-}
-
-/// `v[key]` as a string ("" when missing or not a string).
-pub fn s<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
 /// The ids of the server's own sessions on `db` (its persistence connection): sessions of the
