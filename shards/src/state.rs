@@ -1002,7 +1002,10 @@ mod tests {
         assert!(s.remove_friend("1", "2", &mut out));
         let mut chats = Vec::new();
         s.flush_chats(&mut chats);
-        assert!(chats.is_empty(), "a deleted row is not written back: {chats:?}");
+        assert!(
+            chats.is_empty(),
+            "a deleted row is not written back: {chats:?}"
+        );
         assert!(s.remove_friend("2", "1", &mut out));
         assert!(!s.is_friend("1", "2"));
         assert!(s.chats("1").is_empty());
