@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::driver::PairSpec;
+use crate::driver::{PairSpec, Plan, StartMode};
 use crate::error::BenchError;
 use crate::run::RunOptions;
 
@@ -109,6 +109,36 @@ fn clock_base() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     100_000_000_000 + (secs % 8_000_000) * 10_000
+}
+
+/// A plan whose users connect, register (if `register`), log in and fetch their unread
+/// messages (if `login`), and then send nothing: users created for later, or connections
+/// held idle.
+pub fn idle_plan(
+    addr: SocketAddr,
+    password: &str,
+    register: bool,
+    login: bool,
+    start: StartMode,
+    max_connecting: Option<usize>,
+) -> Plan {
+    Plan {
+        addr,
+        protocol: Default::default(),
+        password: password.to_string(),
+        register,
+        login,
+        max_connecting,
+        unread: login,
+        befriend: false,
+        both_ways: false,
+        limit: Some(0),
+        window: 1,
+        interval_ns: None,
+        start,
+        payload: 0,
+        total_pairs: 1,
+    }
 }
 
 /// `n` pairs of consecutive phone numbers from `base`.

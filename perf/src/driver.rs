@@ -18,8 +18,12 @@
 //! generator buffer without bound; the messages held back keep their intended times.
 //!
 //! The controller ([`crate::run`]) talks to workers only through [`Control`]: a phase
-//! number, the run's start and end times, and counters the workers add to a few hundred
-//! times a second (for the progress line and the stall detector).
+//! number, the run's start and end times, a segment number (latencies are also recorded per
+//! segment, e.g. before and during a login storm), and counters the workers add to a few
+//! hundred times a second (for the progress line and the stall detector).
+//!
+//! The same state machine speaks NATS ([`Protocol::Nats`]): "login" is CONNECT + SUB + PING
+//! and its PONG, a message is a PUB + PING whose PONG is the ack, a delivery is a MSG.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -32,7 +36,7 @@ use mio::{Events, Poll, Token};
 
 use crate::net::{Conn, ReadState};
 use crate::stats::{Counts, Metric, Stats};
-use crate::wire::{self, Kind, MessageTemplate, Reply, Status, Tag};
+use crate::wire::{self, Kind, MessageTemplate, Protocol, Reply, Status, Tag};
 
 /// The token of each worker's `mio::Waker`.
 pub const WAKE: Token = Token(usize::MAX);
@@ -68,9 +72,17 @@ pub enum StartMode {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub addr: SocketAddr,
+    /// What the target speaks.
+    pub protocol: Protocol,
     pub password: String,
     /// Register before logging in.
     pub register: bool,
+    /// Log in (after registering, if `register`). Without it a user's setup ends with its
+    /// registration (users created for a later phase).
+    pub login: bool,
+    /// Most users of one worker in setup at once (connecting, registering, logging in); the
+    /// others wait for a place. `None`: all start at once.
+    pub max_connecting: Option<usize>,
     /// Ask for unread messages after login, as the Qt client does.
     pub unread: bool,
     /// Make the two users of a pair friends (add_friend + accept_friend).
@@ -104,6 +116,8 @@ pub struct Control {
     /// Time zero of every timestamp in the run, including those inside message bodies.
     pub base: Instant,
     pub phase: AtomicU8,
+    /// Ack and delivery latencies are also recorded under this segment number.
+    pub segment: AtomicU8,
     pub run_start_ns: AtomicU64,
     pub run_end_ns: AtomicU64,
     pub live: Live,
@@ -114,6 +128,7 @@ impl Control {
         Control {
             base: Instant::now(),
             phase: AtomicU8::new(phase::SETUP),
+            segment: AtomicU8::new(0),
             run_start_ns: AtomicU64::new(0),
             run_end_ns: AtomicU64::new(u64::MAX),
             live: Live::default(),
@@ -134,6 +149,7 @@ impl Default for Control {
 /// Running totals over all workers (for progress and for the controller's decisions).
 #[derive(Debug, Default)]
 pub struct Live {
+    pub connected: AtomicU64,
     pub ready: AtomicU64,
     pub failed_users: AtomicU64,
     pub logged_in: AtomicU64,
@@ -147,11 +163,14 @@ pub struct Live {
     pub settled_pairs: AtomicU64,
     /// Requests written whose reply has not arrived yet.
     pub outstanding: AtomicI64,
+    /// When the latest successful login reply arrived (ns since [`Control::base`]).
+    pub last_login_ns: AtomicU64,
 }
 
 /// A snapshot of [`Live`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LiveSnapshot {
+    pub connected: u64,
     pub ready: u64,
     pub failed_users: u64,
     pub logged_in: u64,
@@ -163,12 +182,14 @@ pub struct LiveSnapshot {
     pub disconnects: u64,
     pub settled_pairs: u64,
     pub outstanding: i64,
+    pub last_login_ns: u64,
 }
 
 impl Live {
     pub fn snapshot(&self) -> LiveSnapshot {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         LiveSnapshot {
+            connected: l(&self.connected),
             ready: l(&self.ready),
             failed_users: l(&self.failed_users),
             logged_in: l(&self.logged_in),
@@ -180,6 +201,7 @@ impl Live {
             disconnects: l(&self.disconnects),
             settled_pairs: l(&self.settled_pairs),
             outstanding: self.outstanding.load(Ordering::Relaxed),
+            last_login_ns: l(&self.last_login_ns),
         }
     }
 }
@@ -263,6 +285,8 @@ struct User {
     step: Step,
     expect: Option<(Kind, u64)>,
     connect_ns: u64,
+    /// Holds one of the worker's setup places (see [`Plan::max_connecting`]).
+    in_setup: bool,
     conn: Option<Conn>,
     tx: Option<Sender>,
     rx: Receiver,
@@ -305,6 +329,9 @@ pub struct Worker {
     outstanding: i64,
     published: Published,
     last_publish: u64,
+    /// The next user to start connecting, and how many are in setup now.
+    next_connect: usize,
+    in_setup: usize,
 }
 
 impl Worker {
@@ -322,9 +349,10 @@ impl Worker {
                     step: Step::Connecting,
                     expect: None,
                     connect_ns: 0,
+                    in_setup: false,
                     conn: None,
                     tx: sends.then(|| Sender {
-                        template: MessageTemplate::new(me, peer),
+                        template: plan.protocol.message(me, peer),
                         seq: 0,
                         in_flight: VecDeque::new(),
                         sent: 0,
@@ -367,16 +395,16 @@ impl Worker {
             outstanding: 0,
             published: Published::default(),
             last_publish: 0,
+            next_connect: 0,
+            in_setup: 0,
         }
     }
 
     /// Runs until the controller says [`phase::STOP`]; returns what was measured.
     pub fn run(mut self) -> std::io::Result<Stats> {
         let mut events = Events::with_capacity(1024);
-        for u in 0..self.users.len() {
-            self.start_connect(u);
-        }
         loop {
+            self.start_pending();
             let now = self.ctl.now_ns();
             let ph = self.ctl.phase.load(Ordering::Acquire);
             if ph != self.phase {
@@ -421,9 +449,39 @@ impl Worker {
 
     // ----- connections -----
 
+    /// Starts connecting the next users while there are setup places.
+    fn start_pending(&mut self) {
+        if self.phase == phase::STOP {
+            return;
+        }
+        let cap = self.plan.max_connecting.unwrap_or(usize::MAX).max(1);
+        while self.in_setup < cap && self.next_connect < self.users.len() {
+            let u = self.next_connect;
+            self.next_connect += 1;
+            if self.users[u].step == Step::Failed {
+                continue;
+            }
+            self.users[u].in_setup = true;
+            self.in_setup += 1;
+            self.start_connect(u);
+        }
+    }
+
+    /// User `u` no longer needs a setup place (done or failed).
+    fn leave_setup(&mut self, u: usize) {
+        if std::mem::take(&mut self.users[u].in_setup) {
+            self.in_setup -= 1;
+        }
+    }
+
     fn start_connect(&mut self, u: usize) {
         self.users[u].connect_ns = self.ctl.now_ns();
-        match Conn::connect(self.plan.addr, self.poll.registry(), Token(u)) {
+        match Conn::connect(
+            self.plan.addr,
+            self.poll.registry(),
+            Token(u),
+            self.plan.protocol,
+        ) {
             Ok(c) => self.users[u].conn = Some(c),
             Err(e) => self.fail_user(u, format!("connect: {e}")),
         }
@@ -465,12 +523,12 @@ impl Worker {
         let mut replies = std::mem::take(&mut self.replies);
         let mut bad_frame = None;
         loop {
-            match conn.next_frame() {
-                Ok(Some(f)) => {
+            match conn.next_reply() {
+                Ok(Some(r)) => {
                     self.stats.counts.frames += 1;
-                    match wire::parse(f) {
+                    match r {
                         Ok(r) => replies.push(r),
-                        Err(_) => self.stats.counts.malformed += 1,
+                        Err(()) => self.stats.counts.malformed += 1,
                     }
                 }
                 Ok(None) => break,
@@ -541,7 +599,10 @@ impl Worker {
 
     fn send_login(&mut self, u: usize, now: u64) {
         self.users[u].step = Step::LoggingIn;
-        let f = wire::login(&self.users[u].phone, &self.plan.password);
+        let f = self
+            .plan
+            .protocol
+            .login(&self.users[u].phone, &self.plan.password);
         self.request(u, Kind::Login, &f, now);
     }
 
@@ -553,6 +614,19 @@ impl Worker {
         }
         match r.kind {
             Kind::SendMessage => self.on_ack(u, &r, now),
+            // NATS: a PONG answers the connection's oldest outstanding request: the login
+            // while in setup, else the oldest message.
+            Kind::Pong => match self.users[u].expect {
+                Some((k, _)) => self.on_step(u, Reply { kind: k, ..r }, now),
+                None => self.on_ack(u, &r, now),
+            },
+            Kind::Ping => {
+                if let Some(conn) = self.users[u].conn.as_mut() {
+                    conn.out().extend_from_slice(b"PONG\r\n");
+                    self.dirty.push(u);
+                }
+            }
+            Kind::Hello => {}
             Kind::ReceiveMessage => match r.tag {
                 Some(tag) => self.on_delivery(u, tag, now),
                 None => self.stats.counts.foreign += 1,
@@ -586,22 +660,34 @@ impl Worker {
             Kind::Register => {
                 self.stats.record(Metric::Register, lat);
                 self.stats.counts.registered += 1;
-                self.send_login(u, now);
+                if self.plan.login {
+                    self.send_login(u, now);
+                } else {
+                    self.leave_setup(u);
+                    self.users[u].step = Step::LoggedIn;
+                    self.advance(p, now);
+                }
             }
             Kind::Login => {
                 self.stats.record(Metric::Login, lat);
                 self.stats.counts.logged_in += 1;
+                self.ctl
+                    .live
+                    .last_login_ns
+                    .fetch_max(now, Ordering::Relaxed);
                 if self.plan.unread {
                     self.users[u].step = Step::FetchingUnread;
                     let f = wire::get_unread(&self.users[u].phone);
                     self.request(u, Kind::GetUnread, &f, now);
                 } else {
+                    self.leave_setup(u);
                     self.users[u].step = Step::LoggedIn;
                     self.advance(p, now);
                 }
             }
             Kind::GetUnread => {
                 self.stats.record(Metric::Unread, lat);
+                self.leave_setup(u);
                 self.users[u].step = Step::LoggedIn;
                 self.advance(p, now);
             }
@@ -616,7 +702,12 @@ impl Worker {
                 self.stats.record(Metric::AcceptFriend, lat);
                 self.pair_ready(p, now);
             }
-            Kind::SendMessage | Kind::ReceiveMessage | Kind::Other => {}
+            Kind::SendMessage
+            | Kind::ReceiveMessage
+            | Kind::Pong
+            | Kind::Ping
+            | Kind::Hello
+            | Kind::Other => {}
         }
     }
 
@@ -683,7 +774,10 @@ impl Worker {
         self.outstanding -= 1;
         if r.status == Status::Success {
             self.stats.counts.acked += 1;
-            self.stats.record(Metric::Ack, now.saturating_sub(t0));
+            let lat = now.saturating_sub(t0);
+            self.stats.record(Metric::Ack, lat);
+            let seg = self.ctl.segment.load(Ordering::Relaxed) as usize;
+            self.stats.record_segment(seg, Metric::Ack, lat);
         } else {
             tx.refused += 1;
             self.stats.counts.refused += 1;
@@ -713,8 +807,10 @@ impl Worker {
         rx.max_seq = Some(rx.max_seq.map_or(tag.seq, |m| m.max(tag.seq)));
         rx.delivered += 1;
         self.stats.counts.delivered += 1;
-        self.stats
-            .record(Metric::Delivery, now.saturating_sub(tag.sent_ns));
+        let lat = now.saturating_sub(tag.sent_ns);
+        self.stats.record(Metric::Delivery, lat);
+        let seg = self.ctl.segment.load(Ordering::Relaxed) as usize;
+        self.stats.record_segment(seg, Metric::Delivery, lat);
     }
 
     // ----- sending -----
@@ -808,7 +904,14 @@ impl Worker {
     fn enter_phase(&mut self, ph: u8, now: u64) {
         let was = self.phase;
         self.phase = ph;
-        if was < phase::RUN && ph >= phase::RUN && self.plan.start == StartMode::Barrier {
+        if ph >= phase::RUN && self.plan.start == StartMode::Barrier {
+            // The controller may end a window early: it moves the end before the drain.
+            self.run_end = self.ctl.run_end_ns.load(Ordering::Acquire);
+        }
+        if was < phase::RUN
+            && (ph == phase::RUN || ph == phase::DRAIN)
+            && self.plan.start == StartMode::Barrier
+        {
             self.run_start = self.ctl.run_start_ns.load(Ordering::Acquire);
             self.run_end = self.ctl.run_end_ns.load(Ordering::Acquire);
             for p in 0..self.pairs.len() {
@@ -831,6 +934,7 @@ impl Worker {
             self.stats.counts.failed_users += 1;
         }
         self.users[u].step = Step::Failed;
+        self.leave_setup(u);
         self.stats.fail(reason);
         self.fail_pair(p, "its partner failed");
     }
@@ -843,6 +947,7 @@ impl Worker {
         self.pairs[p].stage = Stage::Failed;
         self.stats.counts.failed_pairs += 1;
         for u in [self.pairs[p].a, self.pairs[p].b] {
+            self.leave_setup(u);
             let user = &mut self.users[u];
             if user.step != Step::Failed {
                 if user.step != Step::Ready {
@@ -918,6 +1023,7 @@ impl Worker {
                 *old = new;
             }
         };
+        add(&live.connected, c.connected, &mut old.counts.connected);
         add(&live.ready, c.ready, &mut old.counts.ready);
         add(
             &live.failed_users,

@@ -21,6 +21,8 @@ pub enum BenchError {
     Worker(#[source] io::Error),
     #[error("a worker thread panicked")]
     WorkerPanicked,
+    #[error("{0}")]
+    Process(String),
     #[error("cannot write the report to {path}: {source}")]
     Report { path: PathBuf, source: io::Error },
 }

@@ -16,18 +16,25 @@
 //!
 //! Scenarios: [`throughput`] and [`seed`] (the old server's seed table).
 
+pub mod backlog;
 pub mod cli;
 pub mod common;
+pub mod compare;
+pub mod connections;
 pub mod cpu;
 pub mod driver;
 pub mod error;
 pub mod hgrm;
+pub mod nats;
 pub mod net;
+pub mod procs;
 pub mod progress;
+pub mod relay;
 pub mod report;
 pub mod run;
 pub mod seed;
 pub mod stats;
+pub mod storm;
 pub mod svg;
 pub mod throughput;
 pub mod wire;

@@ -10,9 +10,12 @@
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 
-use corechat_engine::frame::{FrameDecoder, FrameError};
+use corechat_engine::frame::FrameDecoder;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
+
+use crate::nats;
+use crate::wire::{self, Protocol, Reply};
 
 /// Largest reply frame accepted: the server's replies are small; this only bounds memory
 /// if a broken peer sends a huge length.
@@ -27,10 +30,17 @@ pub enum ReadState {
     Closed,
 }
 
+/// What the peer sends, decoded by its protocol.
+#[derive(Debug)]
+enum Decoder {
+    Frames(FrameDecoder),
+    Nats(nats::Decoder),
+}
+
 #[derive(Debug)]
 pub struct Conn {
     stream: TcpStream,
-    dec: FrameDecoder,
+    dec: Decoder,
     out: Vec<u8>,
     out_pos: usize,
     connected: bool,
@@ -38,12 +48,20 @@ pub struct Conn {
 
 impl Conn {
     /// Starts a non-blocking connect and registers the socket under `token`.
-    pub fn connect(addr: SocketAddr, registry: &Registry, token: Token) -> io::Result<Conn> {
+    pub fn connect(
+        addr: SocketAddr,
+        registry: &Registry,
+        token: Token,
+        protocol: Protocol,
+    ) -> io::Result<Conn> {
         let mut stream = TcpStream::connect(addr)?;
         registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
         Ok(Conn {
             stream,
-            dec: FrameDecoder::new(MAX_FRAME),
+            dec: match protocol {
+                Protocol::Corechat => Decoder::Frames(FrameDecoder::new(MAX_FRAME)),
+                Protocol::Nats => Decoder::Nats(nats::Decoder::default()),
+            },
             out: Vec::new(),
             out_pos: 0,
             connected: false,
@@ -113,7 +131,10 @@ impl Conn {
         loop {
             match self.stream.read(scratch) {
                 Ok(0) => return Ok(ReadState::Closed),
-                Ok(n) => self.dec.extend(&scratch[..n]),
+                Ok(n) => match &mut self.dec {
+                    Decoder::Frames(d) => d.extend(&scratch[..n]),
+                    Decoder::Nats(d) => d.extend(&scratch[..n]),
+                },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ReadState::Open),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -121,9 +142,18 @@ impl Conn {
         }
     }
 
-    /// The next complete frame received, if any.
-    pub fn next_frame(&mut self) -> Result<Option<&[u8]>, FrameError> {
-        self.dec.next_frame()
+    /// The next complete reply received, if any: `Some(Err(()))` for one that could not be
+    /// parsed (counted as malformed), `Err` when the stream cannot be decoded any further.
+    #[allow(clippy::result_unit_err)]
+    pub fn next_reply(&mut self) -> Result<Option<Result<Reply, ()>>, String> {
+        match &mut self.dec {
+            Decoder::Frames(d) => match d.next_frame() {
+                Ok(Some(f)) => Ok(Some(wire::parse(f).map_err(|_| ()))),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e.to_string()),
+            },
+            Decoder::Nats(d) => d.next_reply(),
+        }
     }
 
     /// Deregisters the socket; dropping the connection then closes it.

@@ -10,6 +10,10 @@
 //! CPU time (the generator's and the server's) is sampled at the start and end of the
 //! measured window only, so setup work (argon2 password hashing, above all) does not
 //! inflate the cost per message.
+//!
+//! [`execute`] runs a whole plan. Scenarios that interleave runs (a login storm during a
+//! chat, connections held while others are opened) drive a [`Session`] step by step:
+//! `start`, `setup` (or `wait_setup`, repeatedly), `window`, `drain`, `finish`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -149,23 +153,24 @@ fn spawn(
 }
 
 /// Watches for the reasons to abort a run.
-struct Watch<'a> {
-    opts: &'a RunOptions,
+struct Watch {
+    interrupt: Option<Arc<AtomicBool>>,
+    server_pid: Option<u32>,
+    stall: Duration,
     last_frames: u64,
     last_change: Instant,
 }
 
-impl Watch<'_> {
+impl Watch {
     fn check(&mut self, s: &LiveSnapshot) -> Option<String> {
         if self
-            .opts
             .interrupt
             .as_ref()
             .is_some_and(|f| f.load(Ordering::Relaxed))
         {
             return Some("interrupted".into());
         }
-        if let Some(pid) = self.opts.server_pid {
+        if let Some(pid) = self.server_pid {
             if !cpu::process_alive(pid) {
                 return Some(format!("the server process {pid} exited"));
             }
@@ -173,7 +178,7 @@ impl Watch<'_> {
         if s.frames != self.last_frames {
             self.last_frames = s.frames;
             self.last_change = Instant::now();
-        } else if s.outstanding > 0 && self.last_change.elapsed() >= self.opts.stall {
+        } else if s.outstanding > 0 && self.last_change.elapsed() >= self.stall {
             return Some(format!(
                 "the server stopped answering: no reply for {:.1} s with {} requests outstanding",
                 self.last_change.elapsed().as_secs_f64(),
@@ -195,205 +200,365 @@ fn delta(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
     Some(b?.saturating_sub(a?))
 }
 
+const TICK: Duration = Duration::from_millis(50);
+
+/// How a wait for setup ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupWait {
+    /// Every user is ready or failed.
+    Done,
+    TimedOut,
+    Aborted,
+}
+
+/// One run in progress: worker threads driving `plan` for every pair.
+pub struct Session {
+    opts: RunOptions,
+    mode: StartMode,
+    ctl: Arc<Control>,
+    workers: Option<Workers>,
+    progress: Progress,
+    watch: Watch,
+    t0: Instant,
+    users: u64,
+    npairs: u64,
+    out: RunOutcome,
+    aborted: Option<String>,
+    notes: Vec<String>,
+    cpu0: Option<(Option<Duration>, Option<Duration>)>,
+    run_t0: Option<Instant>,
+}
+
+impl Session {
+    /// Starts the workers; they connect at once (within `plan.max_connecting`).
+    pub fn start(
+        plan: Plan,
+        pairs: Vec<PairSpec>,
+        opts: &RunOptions,
+    ) -> Result<Session, BenchError> {
+        let mut notes = Vec::new();
+        let users = pairs.len() as u64 * 2;
+        let npairs = pairs.len() as u64;
+        let fd_limit = cpu::raise_fd_limit();
+        if fd_limit > 0 && fd_limit < users + 64 {
+            notes.push(format!(
+                "the open-file limit ({fd_limit}) is below the {users} connections wanted; raise it with `ulimit -n`"
+            ));
+        }
+        let mode = plan.start;
+        let ctl = Arc::new(Control::new());
+        let workers = spawn(plan, pairs, opts.threads, &ctl)?;
+        Ok(Session {
+            opts: opts.clone(),
+            mode,
+            ctl,
+            workers: Some(workers),
+            progress: Progress::new(opts.progress, &opts.label),
+            watch: Watch {
+                interrupt: opts.interrupt.clone(),
+                server_pid: opts.server_pid,
+                stall: opts.stall,
+                last_frames: 0,
+                last_change: Instant::now(),
+            },
+            t0: Instant::now(),
+            users,
+            npairs,
+            out: RunOutcome {
+                stats: Stats::default(),
+                setup_time: Duration::ZERO,
+                run_time: Duration::ZERO,
+                drain_time: Duration::ZERO,
+                at_run_end: LiveSnapshot::default(),
+                cpu: Cpu::default(),
+                aborted: None,
+                notes: Vec::new(),
+            },
+            aborted: None,
+            notes,
+            cpu0: None,
+            run_t0: None,
+        })
+    }
+
+    /// The workers' shared state (e.g. to set the latency segment while the run goes on).
+    pub fn control(&self) -> Arc<Control> {
+        self.ctl.clone()
+    }
+
+    pub fn snapshot(&self) -> LiveSnapshot {
+        self.ctl.live.snapshot()
+    }
+
+    /// Why the run was aborted, if it was.
+    pub fn aborted(&self) -> Option<&str> {
+        self.aborted.as_deref()
+    }
+
+    /// No more progress output (e.g. while other runs show theirs).
+    pub fn quiet(&mut self) {
+        self.progress.finish();
+        self.progress = Progress::new(false, &self.opts.label);
+    }
+
+    /// Adds a note to the outcome.
+    pub fn note(&mut self, n: String) {
+        self.notes.push(n);
+    }
+
+    /// Since the session started.
+    pub fn elapsed(&self) -> Duration {
+        self.t0.elapsed()
+    }
+
+    /// Waits until every user is ready or failed, for at most `timeout` (may be called again
+    /// to wait longer). Records the setup time when done.
+    pub fn wait_setup(&mut self, timeout: Duration) -> SetupWait {
+        if self.aborted.is_some() {
+            return SetupWait::Aborted;
+        }
+        let users = self.users;
+        self.progress.phase("setup", users);
+        let t = Instant::now();
+        loop {
+            std::thread::sleep(TICK);
+            let s = self.ctl.live.snapshot();
+            self.progress.update(
+                s.ready + s.failed_users,
+                format!("ready {} failed {}", s.ready, s.failed_users),
+            );
+            if s.ready + s.failed_users >= users {
+                self.out.setup_time = self.t0.elapsed();
+                return SetupWait::Done;
+            }
+            if let Some(r) = self.watch.check(&s) {
+                self.aborted = Some(r);
+                self.out.setup_time = self.t0.elapsed();
+                return SetupWait::Aborted;
+            }
+            if t.elapsed() >= timeout {
+                self.out.setup_time = self.t0.elapsed();
+                return SetupWait::TimedOut;
+            }
+        }
+    }
+
+    /// Barrier mode: waits for the setup within `--setup-timeout`; true if the run can go on
+    /// (not aborted, at least one user ready).
+    pub fn setup(&mut self) -> bool {
+        let timeout = self.opts.setup_timeout;
+        let w = self.wait_setup(timeout);
+        let s = self.ctl.live.snapshot();
+        if w == SetupWait::TimedOut {
+            self.notes.push(format!(
+                "setup timed out after {:.0} s: {} of {} users not ready; the run went on without them",
+                timeout.as_secs_f64(),
+                self.users - s.ready - s.failed_users,
+                self.users
+            ));
+        }
+        if self.aborted.is_none() && s.ready == 0 {
+            self.aborted = Some("no pair finished its setup (see the failures)".into());
+        }
+        if self.aborted.is_some() {
+            return false;
+        }
+        self.progress.note(&format!(
+            "setup done in {:.1} s: {} users ready, {} failed",
+            self.out.setup_time.as_secs_f64(),
+            s.ready,
+            s.failed_users
+        ));
+        true
+    }
+
+    /// Barrier mode: the measured window. It lasts `duration`, or less if `stop` (asked
+    /// every 100 ms) says so; then the senders stop where they are.
+    pub fn window(&mut self, duration: Duration, stop: &mut dyn FnMut(&LiveSnapshot) -> bool) {
+        let Some(workers) = &self.workers else {
+            return;
+        };
+        self.cpu0 = Some(cpu_now(self.opts.server_pid));
+        let start_ns = self.ctl.now_ns();
+        let dur_ns = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX / 2);
+        self.ctl.run_start_ns.store(start_ns, Ordering::Release);
+        self.ctl
+            .run_end_ns
+            .store(start_ns.saturating_add(dur_ns), Ordering::Release);
+        let run_t0 = Instant::now();
+        self.run_t0 = Some(run_t0);
+        workers.set_phase(phase::RUN);
+        self.progress
+            .phase("run", duration.as_millis().min(u128::from(u64::MAX)) as u64);
+        let mut rate_mark = (Instant::now(), 0u64);
+        let mut rate = 0.0;
+        loop {
+            let left = duration.saturating_sub(run_t0.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(100)));
+            let s = self.ctl.live.snapshot();
+            let since = rate_mark.0.elapsed();
+            if since >= Duration::from_secs(1) {
+                rate = (s.delivered - rate_mark.1) as f64 / since.as_secs_f64();
+                rate_mark = (Instant::now(), s.delivered);
+            }
+            self.progress.update(
+                run_t0.elapsed().as_millis() as u64,
+                format!(
+                    "sent {} acked {} delivered {} refused {} | {:.0} msg/s",
+                    s.sent, s.acked, s.delivered, s.refused, rate
+                ),
+            );
+            if let Some(r) = self.watch.check(&s) {
+                self.aborted = Some(r);
+                break;
+            }
+            if stop(&s) {
+                // Senders scheduled beyond now must not go on in the drain.
+                let now = self.ctl.now_ns();
+                if now < start_ns.saturating_add(dur_ns) {
+                    self.ctl.run_end_ns.store(now, Ordering::Release);
+                }
+                break;
+            }
+        }
+        self.out.at_run_end = self.ctl.live.snapshot();
+        self.out.run_time = run_t0.elapsed();
+    }
+
+    /// After the window: senders stop; waits (within `--drain`) until every message sent is
+    /// acknowledged and delivered.
+    pub fn drain(&mut self) {
+        let Some(workers) = &self.workers else {
+            return;
+        };
+        workers.set_phase(phase::DRAIN);
+        let drain_t0 = Instant::now();
+        if self.aborted.is_none() {
+            self.progress.phase("drain", self.npairs);
+            loop {
+                std::thread::sleep(TICK);
+                let s = self.ctl.live.snapshot();
+                self.progress.update(
+                    s.settled_pairs,
+                    format!(
+                        "waiting for {} deliveries",
+                        s.sent.saturating_sub(s.delivered + s.refused)
+                    ),
+                );
+                if s.settled_pairs >= self.npairs {
+                    break;
+                }
+                if let Some(r) = self.watch.check(&s) {
+                    self.aborted = Some(r);
+                    break;
+                }
+                if drain_t0.elapsed() >= self.opts.drain {
+                    self.notes.push(format!(
+                        "drain timed out after {:.0} s with {} messages undelivered",
+                        self.opts.drain.as_secs_f64(),
+                        s.sent.saturating_sub(s.delivered)
+                    ));
+                    break;
+                }
+            }
+        }
+        self.out.drain_time = drain_t0.elapsed();
+        self.close_cpu();
+    }
+
+    fn close_cpu(&mut self) {
+        if let (Some(cpu0), Some(run_t0)) = (self.cpu0.take(), self.run_t0) {
+            let cpu1 = cpu_now(self.opts.server_pid);
+            self.out.cpu = Cpu {
+                window: run_t0.elapsed(),
+                generator: delta(cpu0.0, cpu1.0),
+                server: delta(cpu0.1, cpu1.1),
+            };
+        }
+    }
+
+    /// When-ready mode: waits until every pair has finished (within `--setup-timeout`).
+    pub fn until_settled(&mut self) {
+        let npairs = self.npairs;
+        self.cpu0 = Some(cpu_now(self.opts.server_pid));
+        self.run_t0 = Some(self.t0);
+        self.progress.phase("running", npairs);
+        loop {
+            std::thread::sleep(TICK);
+            let s = self.ctl.live.snapshot();
+            self.progress.update(
+                s.settled_pairs,
+                format!(
+                    "logged in {} failed {} | sent {} acked {} delivered {}",
+                    s.logged_in, s.failed_users, s.sent, s.acked, s.delivered
+                ),
+            );
+            if s.settled_pairs >= npairs {
+                break;
+            }
+            if let Some(r) = self.watch.check(&s) {
+                self.aborted = Some(r);
+                break;
+            }
+            if self.t0.elapsed() >= self.opts.setup_timeout {
+                self.notes.push(format!(
+                    "timed out after {:.0} s with {} of {npairs} pairs unfinished",
+                    self.opts.setup_timeout.as_secs_f64(),
+                    npairs - s.settled_pairs
+                ));
+                break;
+            }
+        }
+        self.out.run_time = self.t0.elapsed();
+        self.out.at_run_end = self.ctl.live.snapshot();
+        self.close_cpu();
+    }
+
+    /// Stops the workers (closing every connection) and returns what was measured.
+    pub fn finish(mut self) -> Result<RunOutcome, BenchError> {
+        self.close_cpu();
+        self.progress.finish();
+        if let Some(pid) = self.opts.server_pid {
+            if self.out.cpu.server.is_none() && self.aborted.is_none() && self.run_t0.is_some() {
+                self.notes
+                    .push(format!("could not read the CPU time of process {pid}"));
+            }
+        }
+        if let Some(w) = self.workers.take() {
+            self.out.stats = w.stop()?;
+        }
+        self.out.aborted = self.aborted.take();
+        self.out.notes = std::mem::take(&mut self.notes);
+        Ok(self.out.clone())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(w) = self.workers.take() {
+            let _ = w.stop();
+        }
+    }
+}
+
 /// Carries out one run: `plan` for every pair of `pairs`.
 pub fn execute(
     plan: Plan,
     pairs: Vec<PairSpec>,
     opts: &RunOptions,
 ) -> Result<RunOutcome, BenchError> {
-    let mut notes = Vec::new();
-    let users = pairs.len() as u64 * 2;
-    let npairs = pairs.len() as u64;
-    let fd_limit = cpu::raise_fd_limit();
-    if fd_limit > 0 && fd_limit < users + 64 {
-        notes.push(format!(
-            "the open-file limit ({fd_limit}) is below the {users} connections wanted; raise it with `ulimit -n`"
-        ));
-    }
-    let mode = plan.start;
-    let ctl = Arc::new(Control::new());
-    let workers = spawn(plan, pairs, opts.threads, &ctl)?;
-    let mut progress = Progress::new(opts.progress, &opts.label);
-    let mut watch = Watch {
-        opts,
-        last_frames: 0,
-        last_change: Instant::now(),
-    };
-    let mut aborted = None;
-    let t0 = Instant::now();
-    let tick = Duration::from_millis(50);
-    let mut out = RunOutcome {
-        stats: Stats::default(),
-        setup_time: Duration::ZERO,
-        run_time: Duration::ZERO,
-        drain_time: Duration::ZERO,
-        at_run_end: LiveSnapshot::default(),
-        cpu: Cpu::default(),
-        aborted: None,
-        notes: Vec::new(),
-    };
-
-    match mode {
-        StartMode::WhenReady => {
-            let cpu0 = cpu_now(opts.server_pid);
-            progress.phase("running", npairs);
-            loop {
-                std::thread::sleep(tick);
-                let s = ctl.live.snapshot();
-                progress.update(
-                    s.settled_pairs,
-                    format!(
-                        "logged in {} failed {} | sent {} acked {} delivered {}",
-                        s.logged_in, s.failed_users, s.sent, s.acked, s.delivered
-                    ),
-                );
-                if s.settled_pairs >= npairs {
-                    break;
-                }
-                if let Some(r) = watch.check(&s) {
-                    aborted = Some(r);
-                    break;
-                }
-                if t0.elapsed() >= opts.setup_timeout {
-                    notes.push(format!(
-                        "timed out after {:.0} s with {} of {npairs} pairs unfinished",
-                        opts.setup_timeout.as_secs_f64(),
-                        npairs - s.settled_pairs
-                    ));
-                    break;
-                }
-            }
-            let cpu1 = cpu_now(opts.server_pid);
-            out.run_time = t0.elapsed();
-            out.at_run_end = ctl.live.snapshot();
-            out.cpu = Cpu {
-                window: out.run_time,
-                generator: delta(cpu0.0, cpu1.0),
-                server: delta(cpu0.1, cpu1.1),
-            };
-        }
+    let mut s = Session::start(plan, pairs, opts)?;
+    match s.mode {
+        StartMode::WhenReady => s.until_settled(),
         StartMode::Barrier => {
-            progress.phase("setup", users);
-            let mut s;
-            loop {
-                std::thread::sleep(tick);
-                s = ctl.live.snapshot();
-                progress.update(
-                    s.ready + s.failed_users,
-                    format!("ready {} failed {}", s.ready, s.failed_users),
-                );
-                if s.ready + s.failed_users >= users {
-                    break;
-                }
-                if let Some(r) = watch.check(&s) {
-                    aborted = Some(r);
-                    break;
-                }
-                if t0.elapsed() >= opts.setup_timeout {
-                    notes.push(format!(
-                        "setup timed out after {:.0} s: {} of {users} users not ready; the run went on without them",
-                        opts.setup_timeout.as_secs_f64(),
-                        users - s.ready - s.failed_users
-                    ));
-                    break;
-                }
-            }
-            out.setup_time = t0.elapsed();
-            if aborted.is_none() && s.ready == 0 {
-                aborted = Some("no pair finished its setup (see the failures)".into());
-            }
-            if aborted.is_none() {
-                progress.note(&format!(
-                    "setup done in {:.1} s: {} users ready, {} failed",
-                    out.setup_time.as_secs_f64(),
-                    s.ready,
-                    s.failed_users
-                ));
-                let cpu0 = cpu_now(opts.server_pid);
-                let start_ns = ctl.now_ns();
-                let dur_ns = opts.duration.as_nanos() as u64;
-                ctl.run_start_ns.store(start_ns, Ordering::Release);
-                ctl.run_end_ns.store(start_ns + dur_ns, Ordering::Release);
-                let run_t0 = Instant::now();
-                workers.set_phase(phase::RUN);
-                progress.phase("run", opts.duration.as_millis() as u64);
-                let mut rate_mark = (Instant::now(), 0u64);
-                let mut rate = 0.0;
-                loop {
-                    let left = opts.duration.saturating_sub(run_t0.elapsed());
-                    if left.is_zero() {
-                        break;
-                    }
-                    std::thread::sleep(left.min(Duration::from_millis(100)));
-                    let s = ctl.live.snapshot();
-                    let since = rate_mark.0.elapsed();
-                    if since >= Duration::from_secs(1) {
-                        rate = (s.delivered - rate_mark.1) as f64 / since.as_secs_f64();
-                        rate_mark = (Instant::now(), s.delivered);
-                    }
-                    progress.update(
-                        run_t0.elapsed().as_millis() as u64,
-                        format!(
-                            "sent {} acked {} delivered {} refused {} | {:.0} msg/s",
-                            s.sent, s.acked, s.delivered, s.refused, rate
-                        ),
-                    );
-                    if let Some(r) = watch.check(&s) {
-                        aborted = Some(r);
-                        break;
-                    }
-                }
-                out.at_run_end = ctl.live.snapshot();
-                out.run_time = run_t0.elapsed();
-                workers.set_phase(phase::DRAIN);
-                let drain_t0 = Instant::now();
-                if aborted.is_none() {
-                    progress.phase("drain", npairs);
-                    loop {
-                        std::thread::sleep(tick);
-                        let s = ctl.live.snapshot();
-                        progress.update(
-                            s.settled_pairs,
-                            format!(
-                                "waiting for {} deliveries",
-                                s.sent.saturating_sub(s.delivered + s.refused)
-                            ),
-                        );
-                        if s.settled_pairs >= npairs {
-                            break;
-                        }
-                        if let Some(r) = watch.check(&s) {
-                            aborted = Some(r);
-                            break;
-                        }
-                        if drain_t0.elapsed() >= opts.drain {
-                            notes.push(format!(
-                                "drain timed out after {:.0} s with {} messages undelivered",
-                                opts.drain.as_secs_f64(),
-                                s.sent.saturating_sub(s.delivered)
-                            ));
-                            break;
-                        }
-                    }
-                }
-                out.drain_time = drain_t0.elapsed();
-                let cpu1 = cpu_now(opts.server_pid);
-                out.cpu = Cpu {
-                    window: run_t0.elapsed(),
-                    generator: delta(cpu0.0, cpu1.0),
-                    server: delta(cpu0.1, cpu1.1),
-                };
+            if s.setup() {
+                s.window(opts.duration, &mut |_| false);
+                s.drain();
             }
         }
     }
-    progress.finish();
-    if let Some(pid) = opts.server_pid {
-        if out.cpu.server.is_none() && aborted.is_none() {
-            notes.push(format!("could not read the CPU time of process {pid}"));
-        }
-    }
-    out.stats = workers.stop()?;
-    out.aborted = aborted;
-    out.notes = notes;
-    Ok(out)
+    s.finish()
 }

@@ -110,8 +110,11 @@ pub fn run(args: &SeedArgs, interrupt: Option<Arc<AtomicBool>>) -> Result<SeedRe
         }
         let plan = |register, befriend, limit| Plan {
             addr,
+            protocol: Default::default(),
             password: args.common.password.clone(),
             register,
+            login: true,
+            max_connecting: None,
             unread: limit > 0,
             befriend,
             both_ways: true,

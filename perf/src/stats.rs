@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
 
 /// Largest latency tracked exactly: one hour, in nanoseconds.
 const HIGHEST_NS: u64 = 3_600 * 1_000_000_000;
@@ -73,7 +75,7 @@ pub fn new_histogram() -> Histogram<u64> {
 }
 
 /// Event counts. Every field only grows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     pub users: u64,
     pub connected: u64,
@@ -144,6 +146,10 @@ impl Counts {
 #[derive(Debug, Clone)]
 pub struct Stats {
     hist: Vec<Histogram<u64>>,
+    /// Ack and delivery latency per *segment* of the run: the segment is a number the
+    /// controller sets while the run goes on (e.g. 0 before a login storm, 1 during it), and
+    /// each latency is also recorded under the segment current when it was measured.
+    segments: Vec<[Histogram<u64>; 2]>,
     pub counts: Counts,
     /// Failure reasons (e.g. "login: wrong user id or password") and how often each was seen.
     pub failures: BTreeMap<String, u64>,
@@ -153,6 +159,7 @@ impl Default for Stats {
     fn default() -> Self {
         Stats {
             hist: Metric::ALL.iter().map(|_| new_histogram()).collect(),
+            segments: Vec::new(),
             counts: Counts::default(),
             failures: BTreeMap::new(),
         }
@@ -168,6 +175,70 @@ impl Stats {
         &self.hist[m as usize]
     }
 
+    /// Records an ack or delivery latency under segment `seg` too (other metrics: nothing).
+    pub fn record_segment(&mut self, seg: usize, m: Metric, nanos: u64) {
+        let i = match m {
+            Metric::Ack => 0,
+            Metric::Delivery => 1,
+            _ => return,
+        };
+        while self.segments.len() <= seg {
+            self.segments.push([new_histogram(), new_histogram()]);
+        }
+        self.segments[seg][i].saturating_record(nanos);
+    }
+
+    /// The ack or delivery latencies measured during segment `seg` (empty if none).
+    pub fn segment(&self, seg: usize, m: Metric) -> Histogram<u64> {
+        let i = match m {
+            Metric::Ack => 0,
+            Metric::Delivery => 1,
+            _ => return new_histogram(),
+        };
+        self.segments
+            .get(seg)
+            .map(|s| s[i].clone())
+            .unwrap_or_else(new_histogram)
+    }
+
+    /// The statistics as JSON (histograms in HdrHistogram's V2 encoding, hex), to pass
+    /// them from one generator process to another. Segments are not included.
+    pub fn to_json(&self) -> serde_json::Value {
+        let hist: Vec<String> = self
+            .hist
+            .iter()
+            .map(|h| {
+                let mut buf = Vec::new();
+                // Serialising into a Vec cannot fail for a valid histogram.
+                let _ = V2Serializer::new().serialize(h, &mut buf);
+                buf.iter().map(|b| format!("{b:02x}")).collect()
+            })
+            .collect();
+        serde_json::json!({"counts": self.counts, "failures": self.failures, "hist": hist})
+    }
+
+    /// The inverse of [`Stats::to_json`].
+    pub fn from_json(v: &serde_json::Value) -> Result<Stats, String> {
+        let mut s = Stats {
+            counts: serde_json::from_value(v["counts"].clone()).map_err(|e| e.to_string())?,
+            failures: serde_json::from_value(v["failures"].clone()).map_err(|e| e.to_string())?,
+            ..Stats::default()
+        };
+        let hex = v["hist"].as_array().ok_or("no histograms")?;
+        for (h, x) in s.hist.iter_mut().zip(hex) {
+            let x = x.as_str().ok_or("histogram not a string")?;
+            let bytes = (0..x.len() / 2)
+                .map(|i| u8::from_str_radix(&x[2 * i..2 * i + 2], 16))
+                .collect::<Result<Vec<u8>, _>>()
+                .map_err(|e| e.to_string())?;
+            let got: Histogram<u64> = Deserializer::new()
+                .deserialize(&mut bytes.as_slice())
+                .map_err(|e| format!("{e:?}"))?;
+            h.add(&got).map_err(|e| format!("{e:?}"))?;
+        }
+        Ok(s)
+    }
+
     pub fn fail(&mut self, reason: impl Into<String>) {
         *self.failures.entry(reason.into()).or_insert(0) += 1;
     }
@@ -179,6 +250,14 @@ impl Stats {
                 for v in b.iter_recorded() {
                     a.saturating_record_n(v.value_iterated_to(), v.count_at_value());
                 }
+            }
+        }
+        while self.segments.len() < o.segments.len() {
+            self.segments.push([new_histogram(), new_histogram()]);
+        }
+        for (a, b) in self.segments.iter_mut().zip(&o.segments) {
+            for i in 0..2 {
+                let _ = a[i].add(&b[i]);
             }
         }
         self.counts.add(&o.counts);
@@ -206,5 +285,32 @@ mod tests {
         assert_eq!(a.histogram(Metric::Delivery).len(), 1);
         assert_eq!(a.counts.sent, 3);
         assert_eq!(a.failures["x"], 1);
+    }
+
+    #[test]
+    fn segments_and_json() {
+        let mut a = Stats::default();
+        a.record(Metric::Login, 5_000_000);
+        a.record(Metric::Login, 7_000_000);
+        a.record_segment(2, Metric::Delivery, 3_000);
+        a.record_segment(2, Metric::Connect, 3_000);
+        a.counts.logged_in = 2;
+        a.fail("y");
+        assert_eq!(a.segment(2, Metric::Delivery).len(), 1);
+        assert_eq!(a.segment(1, Metric::Delivery).len(), 0);
+        assert_eq!(a.segment(9, Metric::Ack).len(), 0);
+        let mut b = Stats::default();
+        b.record_segment(0, Metric::Ack, 1);
+        b.merge(&a);
+        assert_eq!(b.segment(2, Metric::Delivery).len(), 1);
+        assert_eq!(b.segment(0, Metric::Ack).len(), 1);
+        let back = Stats::from_json(&a.to_json()).unwrap();
+        assert_eq!(back.counts, a.counts);
+        assert_eq!(back.failures, a.failures);
+        assert_eq!(back.histogram(Metric::Login).len(), 2);
+        assert_eq!(
+            back.histogram(Metric::Login).max(),
+            a.histogram(Metric::Login).max()
+        );
     }
 }

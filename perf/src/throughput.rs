@@ -24,6 +24,7 @@ use crate::report::{self, cpu_table, failures_table, latency_table, pct};
 use crate::run::{execute, RunOutcome};
 use crate::stats::{Counts, Metric};
 use crate::svg::{percentile_plot, Series};
+use crate::wire::Protocol;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ThroughputArgs {
@@ -54,6 +55,11 @@ pub struct ThroughputArgs {
     /// Longest wait, after the window, for outstanding acks and deliveries, in seconds
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub drain: f64,
+
+    /// What --addr speaks: corechat's protocol (corechat, or the corechat-relay baseline) or
+    /// NATS (users subscribe to their own subject; no register, unread or friends steps)
+    #[arg(long, value_enum, default_value_t = Protocol::Corechat)]
+    pub protocol: Protocol,
 }
 
 /// A finished (or aborted) throughput run.
@@ -67,11 +73,9 @@ pub struct ThroughputReport {
     pub command: Option<String>,
 }
 
-/// Runs the scenario. `interrupt`, when set, aborts the run (it is still reported).
-pub fn run(
-    args: &ThroughputArgs,
-    interrupt: Option<Arc<AtomicBool>>,
-) -> Result<ThroughputReport, BenchError> {
+/// The plan of the throughput workload: users created through the protocol (for corechat),
+/// pairs that start together, closed or open loop.
+pub fn chat_plan(args: &ThroughputArgs) -> Result<Plan, BenchError> {
     if args.pairs == 0 || args.pairs > u32::MAX as usize {
         return Err(BenchError::Invalid("--pairs must be at least 1".into()));
     }
@@ -85,19 +89,16 @@ pub fn run(
         }
         Some(_) => return Err(BenchError::Invalid("--rate must be positive".into())),
     };
-    let addr = args.common.socket_addr()?;
-    let base = args.common.base_for(2 * args.pairs as u64)?;
-    let duration = positive_secs(args.duration, "--duration")?;
-    let drain = positive_secs(args.drain, "--drain")?;
-    let opts = args
-        .common
-        .run_options("throughput", duration, drain, interrupt)?;
-    let plan = Plan {
-        addr,
+    let corechat = args.protocol == Protocol::Corechat;
+    Ok(Plan {
+        addr: args.common.socket_addr()?,
+        protocol: args.protocol,
         password: args.common.password.clone(),
-        register: true,
-        unread: true,
-        befriend: true,
+        register: corechat,
+        login: true,
+        max_connecting: None,
+        unread: corechat,
+        befriend: corechat,
         both_ways: false,
         limit: None,
         window: args.window,
@@ -105,7 +106,21 @@ pub fn run(
         start: StartMode::Barrier,
         payload: args.payload,
         total_pairs: args.pairs as u64,
-    };
+    })
+}
+
+/// Runs the scenario. `interrupt`, when set, aborts the run (it is still reported).
+pub fn run(
+    args: &ThroughputArgs,
+    interrupt: Option<Arc<AtomicBool>>,
+) -> Result<ThroughputReport, BenchError> {
+    let plan = chat_plan(args)?;
+    let base = args.common.base_for(2 * args.pairs as u64)?;
+    let duration = positive_secs(args.duration, "--duration")?;
+    let drain = positive_secs(args.drain, "--drain")?;
+    let opts = args
+        .common
+        .run_options("throughput", duration, drain, interrupt)?;
     let started = chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string();
     let outcome = execute(plan, pairs(base, args.pairs), &opts)?;
     Ok(ThroughputReport {
@@ -181,10 +196,11 @@ impl ThroughputReport {
         };
         let _ = writeln!(
             m,
-            "Started {}; server {}; {} pairs ({} users, ids {}..{}); {mode}; {} s window; \
-             payload {} bytes; {} generator thread(s).\n",
+            "Started {}; server {} ({} protocol); {} pairs ({} users, ids {}..{}); {mode}; \
+             {} s window; payload {} bytes; {} generator thread(s).\n",
             self.started,
             a.common.addr,
+            a.protocol.name(),
             a.pairs,
             2 * a.pairs,
             self.base,

@@ -14,6 +14,12 @@
 //! a sequence number, and the (intended) send time in nanoseconds since the run's shared
 //! start `Instant`. The receiver computes delivery latency and detects loss, duplicates and
 //! reordering from the tag alone, with no shared state between threads.
+//!
+//! Two other targets are spoken to with the same driver (see [`Protocol`]): the relay
+//! baseline (`corechat-relay`), which speaks this framing and forwards a `send_message`
+//! request unchanged to its receiver (so a `send_message` frame that carries a
+//! `message_body` is a delivery, never an ack: corechat's acks carry no body), and NATS,
+//! whose text protocol is in [`crate::nats`].
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -22,6 +28,42 @@ use corechat_engine::client::qt_json;
 use corechat_engine::frame::encode;
 use serde::Deserialize;
 use serde_json::{json, Value};
+
+/// What the generator speaks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Protocol {
+    /// The Qt client's protocol (corechat, and the relay baseline).
+    #[default]
+    Corechat,
+    /// The NATS text protocol: each user subscribes to its own subject; a message is a PUB
+    /// to the receiver's subject followed by a PING (its PONG is the ack).
+    Nats,
+}
+
+impl Protocol {
+    /// The request that logs `user` in (for NATS: CONNECT, SUB to its subject, PING).
+    pub fn login(self, user: &str, password: &str) -> Vec<u8> {
+        match self {
+            Protocol::Corechat => login(user, password),
+            Protocol::Nats => crate::nats::connect(user),
+        }
+    }
+
+    /// The message template from `from` to `to`.
+    pub fn message(self, from: &str, to: &str) -> MessageTemplate {
+        match self {
+            Protocol::Corechat => MessageTemplate::new(from, to),
+            Protocol::Nats => MessageTemplate::nats(to),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Corechat => "corechat",
+            Protocol::Nats => "nats",
+        }
+    }
+}
 
 /// The reply types the generator acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +75,12 @@ pub enum Kind {
     AcceptFriend,
     SendMessage,
     ReceiveMessage,
+    /// NATS: the answer to the oldest PING (the login's, or a message's flush).
+    Pong,
+    /// NATS: the server's keep-alive, to be answered with PONG.
+    Ping,
+    /// NATS: INFO and +OK, which need nothing.
+    Hello,
     Other,
 }
 
@@ -60,6 +108,9 @@ impl Kind {
             Kind::AcceptFriend => "accept_friend",
             Kind::SendMessage => "send_message",
             Kind::ReceiveMessage => "receive_message",
+            Kind::Pong => "PONG",
+            Kind::Ping => "PING",
+            Kind::Hello => "INFO",
             Kind::Other => "other",
         }
     }
@@ -110,7 +161,11 @@ pub fn parse(frame: &[u8]) -> Result<Reply, serde_json::Error> {
         }
     } else {
         let o: Obj<'_> = serde_json::from_slice(frame)?;
-        let kind = Kind::from_type(&o.kind);
+        let mut kind = Kind::from_type(&o.kind);
+        // The relay forwards the sender's request itself: a `send_message` with a body.
+        if kind == Kind::SendMessage && !o.message_body.is_empty() {
+            kind = Kind::ReceiveMessage;
+        }
         let body = (kind == Kind::ReceiveMessage).then(|| Tag::parse(&o.message_body));
         (kind, status(&o.status), msg(&o.message), body.flatten())
     };
@@ -120,6 +175,26 @@ pub fn parse(frame: &[u8]) -> Result<Reply, serde_json::Error> {
         message,
         tag: body,
     })
+}
+
+/// The tags of the messages in a `get_unread_messages` reply (an array, or one object), in
+/// order; `None` if the frame is not such a reply. Bodies that carry no tag are skipped.
+pub fn unread_tags(frame: &[u8]) -> Option<Vec<Tag>> {
+    let first = frame.iter().find(|b| !b.is_ascii_whitespace());
+    let all: Vec<Obj<'_>> = if first == Some(&b'[') {
+        serde_json::from_slice(frame).ok()?
+    } else {
+        vec![serde_json::from_slice(frame).ok()?]
+    };
+    if all.first().map(|o| o.kind.as_ref()) != Some("get_unread_messages") {
+        return None;
+    }
+    Some(
+        all.iter()
+            .filter(|o| o.status == "success")
+            .filter_map(|o| Tag::parse(&o.message_body))
+            .collect(),
+    )
 }
 
 fn status(s: &str) -> Status {
@@ -200,13 +275,19 @@ pub fn accept_friend(user: &str, friend: &str) -> Vec<u8> {
     request(&json!({"type": "accept_friend", "user_id": user, "friend_id": friend}))
 }
 
+pub fn friends(user: &str) -> Vec<u8> {
+    request(&json!({"type": "friends", "user_id": user}))
+}
+
 const BODY_MARK: &str = "\u{1}BODY\u{1}";
 
-/// A `send_message` from one user to another, pre-serialised around its body.
+/// A `send_message` from one user to another, pre-serialised around its body (for NATS:
+/// `PUB <subject> <len>\r\n<body>\r\nPING\r\n`).
 #[derive(Debug, Clone)]
 pub struct MessageTemplate {
     prefix: Vec<u8>,
     suffix: Vec<u8>,
+    nats: bool,
 }
 
 impl MessageTemplate {
@@ -227,16 +308,43 @@ impl MessageTemplate {
         MessageTemplate {
             prefix: bytes[..at].to_vec(),
             suffix: bytes[end..].to_vec(),
+            nats: false,
+        }
+    }
+
+    /// A NATS publication to `to`'s subject, followed by the PING whose PONG acknowledges it.
+    pub fn nats(to: &str) -> MessageTemplate {
+        MessageTemplate {
+            prefix: format!("PUB {} ", crate::nats::subject(to)).into_bytes(),
+            suffix: b"\r\nPING\r\n".to_vec(),
+            nats: true,
         }
     }
 
     /// Appends the frame of this message with `body` (which must need no JSON escaping).
     pub fn write(&self, body: &str, out: &mut Vec<u8>) {
+        if self.nats {
+            out.extend_from_slice(&self.prefix);
+            let _ = write!(ByteWriter(out), "{}\r\n", body.len());
+            out.extend_from_slice(body.as_bytes());
+            out.extend_from_slice(&self.suffix);
+            return;
+        }
         let len = self.prefix.len() + body.len() + self.suffix.len();
         out.extend_from_slice(&(len as u32).to_be_bytes());
         out.extend_from_slice(&self.prefix);
         out.extend_from_slice(body.as_bytes());
         out.extend_from_slice(&self.suffix);
+    }
+}
+
+/// `fmt::Write` into a byte vector (numbers without a temporary String).
+struct ByteWriter<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for ByteWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
     }
 }
 
@@ -294,5 +402,39 @@ mod tests {
             parse(br#"[{"type":"get_unread_messages","status":"null","message":"none"}]"#).unwrap();
         assert_eq!((r.kind, r.status), (Kind::GetUnread, Status::Null));
         assert!(parse(b"not json").is_err());
+        // The relay's delivery: the sender's request itself.
+        let r = parse(&qt_json(
+            &json!({"type": "send_message", "message_body": "cb:1:2:3"}),
+        ))
+        .unwrap();
+        assert_eq!(
+            (r.kind, r.tag.map(|t| t.seq)),
+            (Kind::ReceiveMessage, Some(2))
+        );
+        let r = parse(br#"{"type":"send_message","status":"success"}"#).unwrap();
+        assert_eq!(r.kind, Kind::SendMessage);
+    }
+
+    #[test]
+    fn unread_frames() {
+        let f = br#"[{"type":"get_unread_messages","status":"success","message_body":"cb:0:0:5"},
+                     {"type":"get_unread_messages","status":"success","message_body":"hi"},
+                     {"type":"get_unread_messages","status":"success","message_body":"cb:0:1:6"}]"#;
+        let tags = unread_tags(f).unwrap();
+        assert_eq!(tags.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![0, 1]);
+        let none = br#"[{"type":"get_unread_messages","status":"null","message":"none"}]"#;
+        assert_eq!(unread_tags(none), Some(vec![]));
+        assert_eq!(
+            unread_tags(br#"[{"type":"friends","status":"null"}]"#),
+            None
+        );
+    }
+
+    #[test]
+    fn nats_template() {
+        let t = Protocol::Nats.message("1", "2");
+        let mut out = Vec::new();
+        t.write("cb:1:2:3", &mut out);
+        assert_eq!(out, b"PUB u.2 8\r\ncb:1:2:3\r\nPING\r\n");
     }
 }

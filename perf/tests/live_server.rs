@@ -2,142 +2,25 @@
 //! library API: a tiny throughput run and a tiny seed table, both of which must finish with
 //! nothing lost and every client successful.
 //!
-//! The server belongs to another package, so `CARGO_BIN_EXE_corechat` is not available;
-//! its path is built from the target directory, and it is built first if it is missing.
+//! The server is started through the generator's own process management
+//! (`corechat_perf::procs`), from `target/debug/corechat` (built first if it is missing).
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use clap::Parser;
-use corechat_perf::cli::{Cli, Command as BenchCommand};
+use common::parse;
+use corechat_perf::cli::Command as BenchCommand;
+use corechat_perf::procs;
 use corechat_perf::stats::Metric;
 use corechat_perf::{seed, throughput};
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(".."))
-}
-
-fn server_binary() -> PathBuf {
-    let root = workspace_root();
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(t) if Path::new(&t).is_absolute() => PathBuf::from(t),
-        Some(t) => root.join(t),
-        None => root.join("target"),
-    };
-    let bin = target.join("debug").join("corechat");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "corechat-engine", "--bin", "corechat"])
-            .current_dir(&root)
-            .status()
-            .expect("run cargo build for the server");
-        assert!(status.success(), "building the server failed");
-    }
-    assert!(bin.exists(), "no server binary at {}", bin.display());
-    bin
-}
-
-/// The server process; stopped (SIGTERM, then SIGKILL) when dropped.
-struct Server {
-    child: Child,
-    addr: String,
-    _data: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> Server {
-        let bin = server_binary();
-        let data = tempfile::tempdir().expect("temp dir");
-        let help = Command::new(&bin)
-            .arg("--help")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        let mut cmd = Command::new(&bin);
-        cmd.args(["--listen", "127.0.0.1:0", "--no-pin", "--shards", "2"])
-            .arg("--data-dir")
-            .arg(data.path())
-            .args(["--log-level", "warn"]);
-        // Cheap password hashing: the test measures messages, not argon2.
-        if help.contains("--argon2-memory-kib") {
-            cmd.args(["--argon2-memory-kib", "64", "--argon2-passes", "1"]);
-        }
-        // Do not collide with another server's admin port.
-        if help.contains("--admin") {
-            cmd.args(["--admin", "off"]);
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the server");
-        let stdout = child.stdout.take().expect("server stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            // Keep reading to the end, so the server never blocks on a full pipe.
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let addr = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(rest) = line.strip_prefix("corechat ready on ") {
-                        break rest.split_whitespace().next().unwrap_or("").to_string();
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!("the server did not print its ready line in time");
-                }
-            }
-        };
-        Server {
-            child,
-            addr,
-            _data: data,
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // SAFETY: sending a signal to our own child process.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn parse(args: &[&str]) -> BenchCommand {
-    let mut all = vec!["corechat-bench"];
-    all.extend_from_slice(args);
-    Cli::try_parse_from(all).expect("valid arguments").command
-}
 
 #[test]
 fn throughput_and_seed_table_against_the_real_server() {
     let t0 = Instant::now();
-    let server = Server::start();
-    let pid = server.child.id().to_string();
+    let server = procs::start_corechat(&common::server_args(), &[]).expect("start the server");
+    let pid = server.pid().to_string();
+    let addr = server.addr().to_string();
     let reports = tempfile::tempdir().expect("temp dir");
 
     // --- throughput: 20 pairs, 2 seconds, closed loop ---
@@ -145,7 +28,7 @@ fn throughput_and_seed_table_against_the_real_server() {
     let BenchCommand::Throughput(a) = parse(&[
         "throughput",
         "--addr",
-        &server.addr,
+        &addr,
         "--pairs",
         "20",
         "--window",
@@ -191,7 +74,7 @@ fn throughput_and_seed_table_against_the_real_server() {
     let BenchCommand::SeedTable(a) = parse(&[
         "seed-table",
         "--addr",
-        &server.addr,
+        &addr,
         "--clients",
         "50",
         "--setup-timeout",

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use clap::Parser;
 use corechat_perf::cli::{Cli, Command};
-use corechat_perf::{seed, throughput, BenchError};
+use corechat_perf::compare::{self, Peer};
+use corechat_perf::{backlog, connections, seed, storm, throughput, BenchError};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -56,5 +57,46 @@ fn run(cli: Cli, interrupt: Arc<AtomicBool>) -> Result<bool, BenchError> {
             let _ = writeln!(out, "report: {}", dir.display());
             Ok(r.clean())
         }
+        Command::RelayCompare(a) => compare_run(a, Peer::Relay, command, interrupt, &mut out),
+        Command::NatsCompare(a) => compare_run(a, Peer::Nats, command, interrupt, &mut out),
+        Command::Connections(a) => {
+            let mut r = connections::run(&a, Some(interrupt))?;
+            r.command = Some(command);
+            let dir = r.write(a.common.out.as_deref())?;
+            let _ = writeln!(out, "{}\nreport: {}", r.brief(), dir.display());
+            Ok(r.clean())
+        }
+        Command::LoginStorm(a) => {
+            let mut r = storm::run(&a, Some(interrupt))?;
+            r.command = Some(command);
+            let dir = r.write(a.common.out.as_deref())?;
+            let _ = writeln!(out, "{}\nreport: {}", r.brief(), dir.display());
+            Ok(r.clean())
+        }
+        Command::Backlog(a) => {
+            let mut r = backlog::run(&a, Some(interrupt))?;
+            r.command = Some(command);
+            let dir = r.write(a.common.out.as_deref())?;
+            let _ = writeln!(out, "{}\nreport: {}", r.brief(), dir.display());
+            Ok(r.clean())
+        }
+        Command::Hold(a) => {
+            connections::hold(&a, interrupt)?;
+            Ok(true)
+        }
     }
+}
+
+fn compare_run(
+    a: compare::CompareArgs,
+    peer: Peer,
+    command: String,
+    interrupt: Arc<AtomicBool>,
+    out: &mut impl Write,
+) -> Result<bool, BenchError> {
+    let mut r = compare::run(&a, peer, Some(interrupt))?;
+    r.command = Some(command);
+    let dir = r.write(a.workload.common.out.as_deref())?;
+    let _ = writeln!(out, "{}report: {}", r.brief(), dir.display());
+    Ok(r.clean())
 }
