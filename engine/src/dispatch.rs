@@ -342,8 +342,13 @@ async fn login(
         .hand_off(conn, owner, dec.take_remaining(), handoff)
         .await
     {
-        true => Flow::HandedOff,
-        false => Flow::Continue,
+        Ok(()) => Flow::HandedOff,
+        Err(leftover) => {
+            // Not moved (out of descriptors, most likely): the login is not complete, so say
+            // so; the client may try again on the same connection.
+            dec.extend(&leftover);
+            fail(BUSY)
+        }
     }
 }
 

@@ -688,16 +688,18 @@ impl Shard {
     }
 
     /// Sends a connection to the shard that owns its user, once every frame queued for it
-    /// has been written. `leftover` is what was read past the login frame.
+    /// has been written. `leftover` is what was read past the login frame; it is given back
+    /// if the connection could not be moved (say, no descriptor left for the duplicate), and
+    /// the connection then stays here, not logged in.
     pub async fn hand_off(
         &self,
         conn: &Rc<Conn>,
         owner: usize,
         leftover: Vec<u8>,
         make: impl FnOnce(std::os::fd::OwnedFd) -> Handoff,
-    ) -> bool {
+    ) -> Result<(), Vec<u8>> {
         let Some(mesh) = self.mesh.get() else {
-            return false;
+            return Err(leftover);
         };
         match conn.hand_off().await {
             Ok(fd) => {
@@ -705,11 +707,15 @@ impl Shard {
                 h.leftover = leftover;
                 Counters::inc(&self.metrics.counters.handoffs);
                 mesh.send(owner, MeshMsg::Handoff(Box::new(h))).await;
-                true
+                Ok(())
             }
             Err(e) => {
-                ftlog::debug!("handoff of {} failed: {e}", conn.peer);
-                false
+                ftlog::warn!(
+                    "shard {}: cannot move {} to shard {owner}: {e}",
+                    self.id,
+                    conn.peer
+                );
+                Err(leftover)
             }
         }
     }
