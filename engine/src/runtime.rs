@@ -127,9 +127,11 @@ impl Server {
             what: "the persistence thread",
             source,
         })?;
+        // Room for a storm of logins as large as the connections this machine can hold (a
+        // job is two short strings and a channel: ~200 bytes); beyond it, `server busy`.
         let auth = Auth::start(
             cfg.auth_threads,
-            16 * 1024,
+            64 * 1024,
             cfg.argon2_memory_kib,
             cfg.argon2_passes,
             cfg.credential_cache_ttl,
