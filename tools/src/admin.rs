@@ -3,11 +3,21 @@
 //! `check` reports the schema version of a MySQL/MariaDB database and what a migration would
 //! do, changing nothing; `migrate` applies the pending migrations (the server also does this
 //! at start). The embedded store migrates itself when the server opens it.
+//!
+//! For benchmarks: `seed` fills an empty database (MySQL/MariaDB or the embedded store) with
+//! N users, their friendships, chat rows and M messages; `time-start` starts a server on it
+//! and reports how long the load took and how much memory the server then holds;
+//! `write-bench` measures the persistence path alone (write_batch in a loop). See
+//! `docs/benchmarks-persistence.md`.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use corechat_persist::backend::mysql;
+
+mod seed;
+mod start_time;
+mod write_bench;
 
 #[derive(Parser)]
 #[command(
@@ -37,11 +47,45 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Fill an empty database with synthetic users, friendships, chat rows and messages
+    Seed(seed::SeedArgs),
+    /// Start a server (the command after --), time its load, read its memory, stop it
+    TimeStart(start_time::TimeStartArgs),
+    /// Measure the persistence path alone: message batches through write_batch in a loop
+    WriteBench(write_bench::WriteBenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
+        Command::Seed(a) => {
+            return match seed::run(&a) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("corechat-admin seed: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::WriteBench(a) => {
+            return match write_bench::run(&a) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("corechat-admin write-bench: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::TimeStart(a) => {
+            return match start_time::run(&a) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("corechat-admin time-start: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Check { database } => mysql::schema_report(&database).map(|r| {
             println!("{r}");
             if r.is_up_to_date() {
