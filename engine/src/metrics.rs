@@ -179,6 +179,8 @@ impl Default for Published {
 
 /// Every shard's published figures, and the persistence thread's.
 pub struct Registry {
+    /// One slot per shard. A lock, but off the request path: its shard takes it once a second
+    /// to add what it recorded, and a report (admin listener, log) takes it when it reads.
     slots: Vec<Mutex<Published>>,
     persist: PersistQueue,
     started: Instant,
