@@ -57,13 +57,13 @@ fn connections_fill_the_ceiling_and_recover() {
         "{summary}"
     );
     assert!(r.idle_cores().is_some_and(|c| c < SPINNING), "{summary}");
-    // Once connections close, what waited in the accept queue is served. (Connections the
-    // server accepted with its very last descriptors may stay unanswered: see
-    // `stuck_extras`; the report flags them.)
-    assert!(
-        r.extra_after_close.logged_in > r.extra_at_ceiling.logged_in,
-        "{summary}"
-    );
+    // Every extra connection gets an answer: logged in, or (when the server had no descriptor
+    // left to move it to its user's shard) `server busy`, which the client may retry. None is
+    // left waiting once connections have closed. (`failed` counts failure events, a client
+    // whose partner failed included, so it can exceed the clients it concerns.)
+    let after = &r.extra_after_close;
+    assert!(after.logged_in + after.failed >= after.tried, "{summary}");
+    assert!(after.logged_in > 0, "{summary}");
     assert_eq!(r.recovery_logins(), (20, 20), "{summary}");
     assert!(
         r.probe_after.as_ref().is_some_and(ProbeResult::ok),
