@@ -182,7 +182,10 @@ run_one() {
     local load
     load="$(uptime | sed 's/.*load average: //')"
     log "$store batch $batch: load average $load"
-    echo "corechat ${args[*]}" | sed "s#$MYSQL_URL#mysql://...#" >"$run/server.cmd"
+    local cmd="corechat ${args[*]}"
+    # The database password stays out of the report folder.
+    [ -z "$MYSQL_URL" ] || cmd="${cmd//"$MYSQL_URL"/mysql://...}"
+    echo "$cmd" >"$run/server.cmd"
     "$BIN/corechat" "${args[@]}" >"$run/server.out" 2>"$run/server.err" &
     local spid=$!
     if ! wait_for "$run/server.out" "corechat ready on" 120; then

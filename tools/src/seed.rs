@@ -9,12 +9,13 @@
 //!   hashing a million passwords would take hours, and every seeded user can still log in.
 //! * N x K friendships, user i with i+1 .. i+K (mod N): 2 x N x K `accepted` relation rows,
 //!   so each user has 2K friends.
-//! * M messages spread evenly over the friendships, conversation after conversation, so that
-//!   message ids, sender ids and receiver ids all grow together: the indexes are appended to,
-//!   not written at random (that matters for MariaDB with a small buffer pool). Within a
-//!   conversation the messages alternate direction and are `read`, except the last ones, a
-//!   fraction F of all messages in total, which are `send` (undelivered: the receiver was
-//!   offline) and are what the server keeps in memory at start.
+//! * M messages spread evenly over the friendships. A fraction F of them, the most recent
+//!   ones (highest ids), are `send`: undelivered, the receiver was offline; they are what
+//!   the server keeps in memory at start. The others are `read` and alternate direction. The
+//!   messages are written conversation after conversation (the delivered ones, then the
+//!   undelivered ones), so that message ids, sender ids and receiver ids grow together: the
+//!   indexes are appended to, not written at random (that matters for MariaDB with a small
+//!   buffer pool).
 //! * Both chat rows of every conversation that has messages, with its last message and the
 //!   receiver's unread count.
 //!
@@ -532,6 +533,41 @@ fn share(total: u64, parts: u64, f: u64) -> u64 {
     at(f + 1) - at(f)
 }
 
+/// A message of conversation `x` - `y`.
+fn message(id: u64, from: &str, to: &str, status: MessageStatus, clock: &mut Clock) -> MessageRow {
+    MessageRow {
+        message_id: id,
+        sender_id: from.to_string(),
+        receiver_id: to.to_string(),
+        chat_type: "friend".into(),
+        body: format!("seed message {id}"),
+        message_type: "text".into(),
+        file_path: " ".into(),
+        status,
+        timestamp: clock.format(MESSAGES_FROM + id as i64),
+    }
+}
+
+/// Both chat rows of conversation `x` - `y` after its last message `last`; `y` has `unread`.
+fn chat_rows(x: &str, y: &str, last: &MessageRow, unread: u64) -> [ChatRow; 2] {
+    let row = |owner: &str, peer: &str, unread_count: i64| ChatRow {
+        user_id: owner.to_string(),
+        comm_id: peer.to_string(),
+        chat_type: "friend".into(),
+        last_message: last.body.clone(),
+        last_message_type: Some("text".into()),
+        last_time: last.timestamp.clone(),
+        unread_count,
+        chat_status: "chatting".into(),
+    };
+    [row(x, y, 0), row(y, x, unread as i64)]
+}
+
+/// Two passes over the conversations, so that the undelivered messages are the most recent
+/// ones (the highest ids), as in a real history: first the delivered (`read`) messages of
+/// each conversation, back and forth; then, for the conversations that have some, the
+/// undelivered (`send`) ones, all from the first user to the second (who is offline). Each
+/// pass writes conversation after conversation, so ids and user ids grow together.
 fn write_messages(a: &SeedArgs, target: &mut Target, tally: &mut Tally) -> Result<(), SeedError> {
     let friendships = a.users * a.friends;
     let undelivered_total = ((a.messages as f64) * a.undelivered).round() as u64;
@@ -541,63 +577,44 @@ fn write_messages(a: &SeedArgs, target: &mut Target, tally: &mut Tally) -> Resul
         day: 0,
         date: String::new(),
     };
-    let mut id: u64 = 0;
-    for f in 0..friendships {
+    let counts = |f: u64| {
         let count = share(a.messages, friendships, f);
-        if count == 0 {
-            continue;
-        }
-        let unread = share(undelivered_total, friendships, f).min(count);
-        let (x, y) = friendship(a, f);
-        let (x, y) = (user_id(a, x), user_id(a, y));
-        let mut last = None;
-        for k in 0..count {
-            id += 1;
-            // Read back and forth, then the receiver goes offline: the tail is x -> y, unread.
-            let delivered = k < count - unread;
-            let (from, to) = if !delivered || k % 2 == 0 {
-                (&x, &y)
-            } else {
-                (&y, &x)
-            };
-            let m = MessageRow {
-                message_id: id,
-                sender_id: from.clone(),
-                receiver_id: to.clone(),
-                chat_type: "friend".into(),
-                body: format!("seed message {id}"),
-                message_type: "text".into(),
-                file_path: " ".into(),
-                status: if delivered {
-                    MessageStatus::Read
-                } else {
-                    MessageStatus::Send
-                },
-                timestamp: clock.format(MESSAGES_FROM + id as i64),
-            };
-            if k + 1 == count {
-                last = Some((m.body.clone(), m.timestamp.clone()));
+        (count, share(undelivered_total, friendships, f).min(count))
+    };
+    let mut id: u64 = 0;
+    for pass in 0..2 {
+        for f in 0..friendships {
+            let (count, unread) = counts(f);
+            let n = if pass == 0 { count - unread } else { unread };
+            if n == 0 {
+                continue;
             }
-            b.push(WriteRecord::InsertMessage(m), backend)?;
-        }
-        tally.messages += count;
-        tally.undelivered += unread;
-        if let Some((body, time)) = last {
-            for (owner, peer, unread_count) in [(&x, &y, 0), (&y, &x, unread as i64)] {
-                b.push(
-                    WriteRecord::UpsertChat(ChatRow {
-                        user_id: owner.clone(),
-                        comm_id: peer.clone(),
-                        chat_type: "friend".into(),
-                        last_message: body.clone(),
-                        last_message_type: Some("text".into()),
-                        last_time: time.clone(),
-                        unread_count,
-                        chat_status: "chatting".into(),
-                    }),
-                    backend,
-                )?;
-                tally.chats += 1;
+            let (x, y) = friendship(a, f);
+            let (x, y) = (user_id(a, x), user_id(a, y));
+            let mut last = None;
+            for k in 0..n {
+                id += 1;
+                let m = if pass == 0 {
+                    let (from, to) = if k % 2 == 0 { (&x, &y) } else { (&y, &x) };
+                    message(id, from, to, MessageStatus::Read, &mut clock)
+                } else {
+                    message(id, &x, &y, MessageStatus::Send, &mut clock)
+                };
+                if k + 1 == n {
+                    last = Some(m.clone());
+                }
+                b.push(WriteRecord::InsertMessage(m), backend)?;
+            }
+            tally.messages += n;
+            if pass == 1 {
+                tally.undelivered += n;
+            }
+            // The chat rows, once the conversation's last message is written.
+            if let Some(last) = last.filter(|_| pass == 1 || unread == 0) {
+                for c in chat_rows(&x, &y, &last, unread) {
+                    b.push(WriteRecord::UpsertChat(c), backend)?;
+                    tally.chats += 1;
+                }
             }
         }
     }
@@ -654,12 +671,13 @@ mod tests {
         let mut backend = SqliteBackend::open(&dir).unwrap();
         let mut undelivered = Vec::new();
         let mut chats = 0;
+        let mut unread = 0;
         let s = backend
             .load(&mut |l| match l {
                 corechat_persist::Loaded::Undelivered(m) => undelivered.push(m),
                 corechat_persist::Loaded::Chat(c) => {
                     chats += 1;
-                    assert!(c.unread_count >= 0);
+                    unread += c.unread_count;
                 }
                 _ => {}
             })
@@ -671,6 +689,10 @@ mod tests {
         assert_eq!(s.undelivered, 10);
         assert_eq!(s.max_message_id, 95);
         assert!(undelivered.iter().all(|m| m.status == MessageStatus::Send));
+        // The undelivered messages are the most recent ones, and the chat rows count them.
+        let ids: Vec<u64> = undelivered.iter().map(|m| m.message_id).collect();
+        assert_eq!(ids, (86..=95).collect::<Vec<_>>());
+        assert_eq!(unread, 10);
         // A second seed into the same store is refused.
         assert!(matches!(run(&a), Err(SeedError::Invalid(_))));
         let _ = std::fs::remove_dir_all(&dir);
