@@ -116,6 +116,10 @@ pub struct Options {
     #[arg(long, value_name = "MICROS")]
     pub batch_linger_us: Option<u64>,
 
+    /// MySQL only: connections that write each batch in parallel, split by user [default: 2]
+    #[arg(long, value_name = "N")]
+    pub db_writers: Option<usize>,
+
     /// Capacity of each channel of the cross-shard mesh [default: 4096]
     #[arg(long, value_name = "N")]
     pub mesh_capacity: Option<usize>,
@@ -171,6 +175,7 @@ pub struct Config {
     pub queue_capacity: usize,
     pub batch_size: usize,
     pub batch_linger: Duration,
+    pub db_writers: usize,
     pub mesh_capacity: usize,
     pub auth_threads: usize,
     pub argon2_memory_kib: u32,
@@ -261,6 +266,7 @@ impl Options {
             queue_capacity: self.queue_capacity.or(other.queue_capacity),
             batch_size: self.batch_size.or(other.batch_size),
             batch_linger_us: self.batch_linger_us.or(other.batch_linger_us),
+            db_writers: self.db_writers.or(other.db_writers),
             mesh_capacity: self.mesh_capacity.or(other.mesh_capacity),
             auth_threads: self.auth_threads.or(other.auth_threads),
             argon2_memory_kib: self.argon2_memory_kib.or(other.argon2_memory_kib),
@@ -358,6 +364,7 @@ impl Options {
             queue_capacity: positive(self.queue_capacity, 1 << 18, "queue-capacity")?,
             batch_size: positive(self.batch_size, 4096, "batch-size")?,
             batch_linger: Duration::from_micros(self.batch_linger_us.unwrap_or(0)),
+            db_writers: positive(self.db_writers, 2, "db-writers")?,
             mesh_capacity: positive(self.mesh_capacity, 4096, "mesh-capacity")?,
             auth_threads: positive(self.auth_threads, shards, "auth-threads")?,
             argon2_memory_kib,

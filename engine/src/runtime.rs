@@ -68,7 +68,10 @@ impl Server {
     pub fn start(cfg: Config) -> Result<Server, ServerError> {
         raise_fd_limit();
         let store = match &cfg.database {
-            Some(url) => StoreConfig::Mysql { url: url.clone() },
+            Some(url) => StoreConfig::Mysql {
+                url: url.clone(),
+                writers: cfg.db_writers,
+            },
             None => StoreConfig::Sqlite {
                 dir: cfg.data_dir.clone(),
             },

@@ -27,8 +27,9 @@ pub enum WriteRecord {
         comm_id: String,
     },
     InsertMessage(MessageRow),
-    /// Set the status of the given messages.
+    /// Set the status of the given messages, all sent to `receiver_id`.
     SetMessageStatus {
+        receiver_id: String,
         ids: Vec<u64>,
         status: MessageStatus,
     },
@@ -46,6 +47,24 @@ pub enum WriteRecord {
     /// queued (or that changed nothing): the queue is FIFO, so once it commits, so has every
     /// record its shard pushed before it.
     Barrier,
+}
+
+impl WriteRecord {
+    /// The user whose rows this record touches, when that is a single user and no other
+    /// record of another user can touch the same rows: a message and its status changes belong
+    /// to its receiver, a chat row to its owner. Records with the same lane key must be
+    /// written in order; records with different keys commute, so a writer may spread them over
+    /// several connections. `None` for everything that spans users (accounts, friendships,
+    /// deletes of a whole conversation), which is written in order with the rest of its batch.
+    pub fn lane_key(&self) -> Option<&str> {
+        match self {
+            WriteRecord::InsertMessage(m) => Some(&m.receiver_id),
+            WriteRecord::UpsertChat(c) => Some(&c.user_id),
+            WriteRecord::SetMessageStatus { receiver_id, .. }
+            | WriteRecord::MarkConversationRead { receiver_id, .. } => Some(receiver_id),
+            _ => None,
+        }
+    }
 }
 
 /// Who to tell once the record is durable: a shard index and a token that shard chose.

@@ -621,6 +621,7 @@ impl ShardState {
             return;
         };
         out.push(WriteRecord::SetMessageStatus {
+            receiver_id: m.receiver_id.clone(),
             ids: vec![m.message_id],
             status: MessageStatus::Send,
         });
@@ -716,6 +717,7 @@ impl ShardState {
             .collect();
         if !msgs.is_empty() {
             out.push(WriteRecord::SetMessageStatus {
+                receiver_id: user.to_string(),
                 ids: msgs.iter().map(|m| m.message_id).collect(),
                 status: MessageStatus::Received,
             });
@@ -737,6 +739,7 @@ impl ShardState {
             return;
         }
         out.push(WriteRecord::SetMessageStatus {
+            receiver_id: user.to_string(),
             ids: msgs.iter().map(|m| m.message_id).collect(),
             status: MessageStatus::Send,
         });
@@ -969,6 +972,7 @@ mod tests {
         assert_eq!(
             out,
             vec![WriteRecord::SetMessageStatus {
+                receiver_id: "1".into(),
                 ids: vec![10, 11],
                 status: MessageStatus::Received
             }]

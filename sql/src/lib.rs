@@ -25,9 +25,10 @@ pub const SQLITE: &[Migration] = &[Migration {
 /// Version 1 is the legacy schema of the old C++ server (`CREATE TABLE IF NOT EXISTS`), so a
 /// fresh database and one the old server left converge; later versions change both in place
 /// without rewriting data. A statement may be preceded by a guard comment
-/// `-- corechat:skip-if column TABLE.COLUMN` or `-- corechat:skip-if index TABLE.INDEX`: MySQL 8
-/// has no `ADD COLUMN IF NOT EXISTS` / `CREATE INDEX IF NOT EXISTS`, so the MySQL backend's
-/// runner checks `information_schema` and skips the statement when the object already exists.
+/// `-- corechat:skip-if column|index|foreign-key TABLE.NAME` (skipped when the object exists) or
+/// `-- corechat:skip-unless ...` (skipped when it does not): MySQL 8 has no
+/// `ADD COLUMN IF NOT EXISTS` / `CREATE INDEX IF NOT EXISTS` / `DROP ... IF EXISTS` for all of
+/// these, so the MySQL backend's runner checks `information_schema` first.
 pub const MYSQL: &[Migration] = &[
     Migration {
         version: 1,
@@ -53,6 +54,11 @@ pub const MYSQL: &[Migration] = &[
         version: 5,
         name: "message_receiver_status_index",
         sql: include_str!("../mysql/0005_message_receiver_status_index.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "lean_message_writes",
+        sql: include_str!("../mysql/0006_lean_message_writes.sql"),
     },
 ];
 
@@ -121,7 +127,10 @@ mod tests {
             // Only in-place changes: nothing that drops or rewrites data.
             for stmt in &s {
                 let upper = stmt.to_uppercase();
-                assert!(!upper.contains("DROP "), "{}: {stmt}", m.name);
+                // Indexes and foreign keys may go (0006); tables, columns and rows never.
+                for data in ["DROP TABLE", "DROP COLUMN", "DROP DATABASE", "TRUNCATE"] {
+                    assert!(!upper.contains(data), "{}: {stmt}", m.name);
+                }
                 assert!(!upper.starts_with("UPDATE") && !upper.starts_with("DELETE"));
             }
         }
@@ -132,12 +141,22 @@ mod tests {
         for m in MYSQL {
             let lines: Vec<&str> = m.sql.lines().collect();
             for (i, line) in lines.iter().enumerate() {
-                let Some(guard) = line.trim().strip_prefix("-- corechat:skip-if ") else {
+                let Some(guard) = line.trim().strip_prefix("-- corechat:") else {
                     continue;
                 };
                 let mut words = guard.split_whitespace();
+                let verb = words.next().unwrap_or_default();
+                assert!(
+                    verb == "skip-if" || verb == "skip-unless",
+                    "{}: {line}",
+                    m.name
+                );
                 let kind = words.next().unwrap_or_default();
-                assert!(kind == "column" || kind == "index", "{}: {line}", m.name);
+                assert!(
+                    ["column", "index", "foreign-key"].contains(&kind),
+                    "{}: {line}",
+                    m.name
+                );
                 let target = words.next().unwrap_or_default();
                 assert!(target.split_once('.').is_some(), "{}: {line}", m.name);
                 let next = lines.get(i + 1).map(|l| l.trim()).unwrap_or_default();

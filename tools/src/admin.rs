@@ -7,7 +7,8 @@
 //! For benchmarks: `seed` fills an empty database (MySQL/MariaDB or the embedded store) with
 //! N users, their friendships, chat rows and M messages; `time-start` starts a server on it
 //! and reports how long the load took and how much memory the server then holds;
-//! `write-bench` measures the persistence path alone (write_batch in a loop). See
+//! `write-bench` measures the persistence path alone (write_batch in a loop), and `ack-bench`
+//! the persistence thread alone at a fixed rate (queue to acknowledgement). See
 //! `docs/benchmarks-persistence.md`.
 
 use std::process::ExitCode;
@@ -15,6 +16,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use corechat_persist::backend::mysql;
 
+mod ack_bench;
 mod seed;
 mod start_time;
 mod write_bench;
@@ -53,6 +55,8 @@ enum Command {
     TimeStart(start_time::TimeStartArgs),
     /// Measure the persistence path alone: message batches through write_batch in a loop
     WriteBench(write_bench::WriteBenchArgs),
+    /// Measure the persistence thread alone at a fixed rate: time from queue to acknowledgement
+    AckBench(ack_bench::AckBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +76,15 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("corechat-admin write-bench: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::AckBench(a) => {
+            return match ack_bench::run(&a) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("corechat-admin ack-bench: {e}");
                     ExitCode::from(1)
                 }
             }

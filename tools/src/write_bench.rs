@@ -65,11 +65,11 @@ fn open(a: &WriteBenchArgs) -> Result<Box<dyn Backend>, String> {
 }
 
 /// User id of member `side` (0 or 1) of pair `p` of writer `w`.
-fn uid(w: usize, p: u64, side: u64) -> String {
+pub(crate) fn uid(w: usize, p: u64, side: u64) -> String {
     (140_000_000_000u64 + (w as u64) * 10_000_000 + 2 * p + side).to_string()
 }
 
-fn user(id: String) -> UserRow {
+pub(crate) fn user(id: String) -> UserRow {
     UserRow {
         password: "x".into(),
         phone: id.clone(),
@@ -184,8 +184,13 @@ fn write(
 }
 
 /// utime + stime of a process, in seconds.
-fn proc_cpu(pid: u32) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+pub(crate) fn proc_cpu(pid: u32) -> Option<f64> {
+    stat_cpu(&format!("/proc/{pid}/stat"))
+}
+
+/// utime + stime, in seconds, from a `/proc/.../stat` file (a process's or a thread's).
+pub(crate) fn stat_cpu(path: &str) -> Option<f64> {
+    let s = std::fs::read_to_string(path).ok()?;
     let rest = &s[s.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;

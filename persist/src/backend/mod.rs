@@ -4,6 +4,7 @@
 //! persistence thread, so neither needs to be shareable between threads, only movable.
 
 pub mod mysql;
+pub mod mysql_lanes;
 pub mod sqlite;
 
 use std::path::PathBuf;
@@ -17,8 +18,9 @@ use crate::PersistError;
 pub enum StoreConfig {
     /// The embedded store: a SQLite database in this directory.
     Sqlite { dir: PathBuf },
-    /// A MySQL 8 / MariaDB 10.6+ database, `mysql://user:pass@host:port/db`.
-    Mysql { url: String },
+    /// A MySQL 8 / MariaDB 10.6+ database, `mysql://user:pass@host:port/db`, written over
+    /// `writers` connections at once (see [`mysql_lanes`]).
+    Mysql { url: String, writers: usize },
 }
 
 /// One item of the stored state, streamed by [`Backend::load`].
@@ -65,6 +67,8 @@ pub trait Backend: Send {
 pub fn open(config: &StoreConfig) -> Result<Box<dyn Backend>, PersistError> {
     match config {
         StoreConfig::Sqlite { dir } => Ok(Box::new(sqlite::SqliteBackend::open(dir)?)),
-        StoreConfig::Mysql { url } => Ok(Box::new(mysql::MysqlBackend::open(url)?)),
+        StoreConfig::Mysql { url, writers } => {
+            Ok(Box::new(mysql_lanes::MysqlLanes::open(url, *writers)?))
+        }
     }
 }

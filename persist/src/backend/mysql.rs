@@ -10,7 +10,8 @@
 //!   `CREATE INDEX IF NOT EXISTS`, and DDL commits implicitly, so a run that stopped halfway
 //!   must be able to run again: every statement is either naturally repeatable (`MODIFY` to a
 //!   definition, `CREATE TABLE IF NOT EXISTS`) or preceded by a guard comment
-//!   `-- corechat:skip-if column|index TABLE.NAME` that this runner checks against
+//!   `-- corechat:skip-if column|index|foreign-key TABLE.NAME` (for an `ADD`) or
+//!   `-- corechat:skip-unless ...` (for a `DROP`) that this runner checks against
 //!   `information_schema`. We chose guards over "tolerate error 1060/1061" so that a skip is
 //!   deliberate and visible in [`schema_report`], never a swallowed error.
 //! * **Writes** ([`Backend::write_batch`]): one transaction per batch, with few round trips.
@@ -189,19 +190,60 @@ fn param_budget(conn: &mut Conn) -> Result<usize, PersistError> {
 // Migrations
 // ---------------------------------------------------------------------------------------------
 
-/// What a guard comment checks before a statement: the statement is skipped if the object
-/// exists already.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Guard {
+/// A schema object a guard comment looks for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Object {
     Column { table: String, column: String },
     Index { table: String, index: String },
+    ForeignKey { table: String, name: String },
+}
+
+impl Object {
+    fn table(&self) -> &str {
+        match self {
+            Object::Column { table, .. }
+            | Object::Index { table, .. }
+            | Object::ForeignKey { table, .. } => table,
+        }
+    }
+}
+
+impl fmt::Display for Object {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Object::Column { table, column } => write!(f, "column {table}.{column}"),
+            Object::Index { table, index } => write!(f, "index {table}.{index}"),
+            Object::ForeignKey { table, name } => write!(f, "foreign-key {table}.{name}"),
+        }
+    }
+}
+
+/// What a guard comment checks before a statement: `skip-if` skips it when the object exists
+/// already (an `ADD`), `skip-unless` when it does not exist (a `DROP`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Guard {
+    object: Object,
+    skip_if_exists: bool,
 }
 
 impl fmt::Display for Guard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Guard::Column { table, column } => write!(f, "column {table}.{column}"),
-            Guard::Index { table, index } => write!(f, "index {table}.{index}"),
+        let verb = if self.skip_if_exists {
+            "skip-if"
+        } else {
+            "skip-unless"
+        };
+        write!(f, "{verb} {}", self.object)
+    }
+}
+
+impl Guard {
+    /// Why a statement is skipped, for logs and `check`.
+    fn reason(&self) -> String {
+        if self.skip_if_exists {
+            format!("{} exists", self.object)
+        } else {
+            format!("{} does not exist", self.object)
         }
     }
 }
@@ -213,7 +255,7 @@ struct Step {
     guard: Option<Guard>,
 }
 
-const GUARD_PREFIX: &str = "-- corechat:skip-if ";
+const GUARD_PREFIX: &str = "-- corechat:";
 
 /// Splits a migration like [`corechat_sql::statements`] does (a statement ends with `;` at the
 /// end of a line, `--` lines are comments), keeping the guard comment that precedes a
@@ -267,37 +309,54 @@ fn steps(m: &Migration) -> Result<Vec<Step>, PersistError> {
 
 fn parse_guard(spec: &str) -> Option<Guard> {
     let mut words = spec.split_whitespace();
+    let skip_if_exists = match words.next()? {
+        "skip-if" => true,
+        "skip-unless" => false,
+        _ => return None,
+    };
     let kind = words.next()?;
     let (table, name) = words.next()?.split_once('.')?;
     if words.next().is_some() || table.is_empty() || name.is_empty() {
         return None;
     }
     let (table, name) = (table.to_string(), name.to_string());
-    match kind {
-        "column" => Some(Guard::Column {
+    let object = match kind {
+        "column" => Object::Column {
             table,
             column: name,
-        }),
-        "index" => Some(Guard::Index { table, index: name }),
-        _ => None,
-    }
+        },
+        "index" => Object::Index { table, index: name },
+        "foreign-key" => Object::ForeignKey { table, name },
+        _ => return None,
+    };
+    Some(Guard {
+        object,
+        skip_if_exists,
+    })
 }
 
-/// Does the guarded object exist in the current database?
-fn guard_holds(conn: &mut Conn, guard: &Guard) -> Result<bool, PersistError> {
-    let n: Option<u64> = match guard {
-        Guard::Column { table, column } => conn.exec_first(
+/// Does the guard say to skip its statement in the current database?
+fn guard_skips(conn: &mut Conn, guard: &Guard) -> Result<bool, PersistError> {
+    let n: Option<u64> = match &guard.object {
+        Object::Column { table, column } => conn.exec_first(
             "SELECT COUNT(*) FROM information_schema.columns \
              WHERE table_schema = DATABASE() AND table_name = ? AND column_name = ?",
             (table, column),
         )?,
-        Guard::Index { table, index } => conn.exec_first(
+        Object::Index { table, index } => conn.exec_first(
             "SELECT COUNT(*) FROM information_schema.statistics \
              WHERE table_schema = DATABASE() AND table_name = ? AND index_name = ?",
             (table, index),
         )?,
+        Object::ForeignKey { table, name } => conn.exec_first(
+            "SELECT COUNT(*) FROM information_schema.table_constraints \
+             WHERE constraint_schema = DATABASE() AND table_name = ? \
+             AND constraint_name = ? AND constraint_type = 'FOREIGN KEY'",
+            (table, name),
+        )?,
     };
-    Ok(n.unwrap_or(0) > 0)
+    let exists = n.unwrap_or(0) > 0;
+    Ok(exists == guard.skip_if_exists)
 }
 
 fn table_exists(conn: &mut Conn, table: &str) -> Result<bool, PersistError> {
@@ -498,13 +557,29 @@ fn report_on(conn: &mut Conn, masked: &str) -> Result<SchemaReport, PersistError
         .into_iter()
         .filter(|a| !unknown.contains(a))
         .collect();
+    // The plan is a simulation: a guard is judged against the database as the earlier
+    // statements of the plan will have left it, not as it is now. A guarded statement that
+    // runs creates (skip-if) or drops (skip-unless) its object; a guard on a table that does
+    // not exist yet is left to be judged when applied (the table comes from version 1, in its
+    // legacy shape), and reported as one that runs.
+    let mut simulated: HashMap<Object, bool> = HashMap::new();
     let mut planned = Vec::new();
     for m in pending {
         let mut statements = Vec::new();
         for step in steps(m)? {
             let skipped_because = match &step.guard {
-                Some(g) if guard_holds(conn, g)? => Some(format!("{g} exists")),
-                _ => None,
+                Some(g) => {
+                    let skip = match simulated.get(&g.object) {
+                        Some(&exists) => exists == g.skip_if_exists,
+                        None if !table_exists(conn, g.object.table())? => false,
+                        None => guard_skips(conn, g)?,
+                    };
+                    if !skip {
+                        simulated.insert(g.object.clone(), g.skip_if_exists);
+                    }
+                    skip.then(|| g.reason())
+                }
+                None => None,
             };
             statements.push(PlannedStatement {
                 sql: step.sql,
@@ -597,11 +672,12 @@ fn migrate_locked(conn: &mut Conn) -> Result<Vec<u32>, PersistError> {
         };
         for step in steps(m)? {
             if let Some(g) = &step.guard {
-                if guard_holds(conn, g).map_err(|e| fail(e.to_string()))? {
+                if guard_skips(conn, g).map_err(|e| fail(e.to_string()))? {
                     ftlog::info!(
-                        "mysql: migration {} {}: {g} exists, skipped",
+                        "mysql: migration {} {}: {}, skipped",
                         m.version,
-                        m.name
+                        m.name,
+                        g.reason()
                     );
                     continue;
                 }
@@ -880,7 +956,7 @@ impl<'a> Segment<'a> {
 }
 
 /// Turns a batch into statements whose effect equals writing its records one by one in order.
-fn plan(batch: &[WriteRecord]) -> Vec<Op<'_>> {
+fn plan<'a>(batch: impl IntoIterator<Item = &'a WriteRecord>) -> Vec<Op<'a>> {
     let mut ops = Vec::new();
     let mut seg = Segment::default();
     for record in batch {
@@ -903,7 +979,7 @@ fn plan(batch: &[WriteRecord]) -> Vec<Op<'_>> {
                     }
                 }
             }
-            WriteRecord::SetMessageStatus { ids, status } => {
+            WriteRecord::SetMessageStatus { ids, status, .. } => {
                 for &id in ids {
                     match seg.status_at.get(&id) {
                         Some(&i) => seg.statuses[i].1 = *status,
@@ -1189,7 +1265,7 @@ fn write_single<Q: Queryable>(q: &mut Q, record: &WriteRecord) -> Result<(), Per
         }
         WriteRecord::Barrier => {}
         WriteRecord::MarkConversationDeleted { a, b } => {
-            // Two statements rather than an OR, so each can use the sender_id index.
+            // Two statements rather than an OR, so each is one lookup in the conversation index.
             for (from, to) in [(a, b), (b, a)] {
                 q.exec_drop(
                     "UPDATE m_friends_message SET message_status = 'delete' \
@@ -1201,7 +1277,7 @@ fn write_single<Q: Queryable>(q: &mut Q, record: &WriteRecord) -> Result<(), Per
         // Grouped by `plan`; written here one by one only if called directly.
         WriteRecord::InsertMessage(m) => MESSAGES.write(q, &[m], PARAM_BUDGET)?,
         WriteRecord::UpsertChat(c) => CHATS.write(q, &[c], PARAM_BUDGET)?,
-        WriteRecord::SetMessageStatus { ids, status } => {
+        WriteRecord::SetMessageStatus { ids, status, .. } => {
             write_statuses(q, *status, ids, PARAM_BUDGET)?
         }
     }
@@ -1307,6 +1383,37 @@ impl MysqlBackend {
         report_on(self.conn()?, &masked)
     }
 
+    /// Writes `records` in one transaction on this connection (what
+    /// [`Backend::write_batch`] does), from references, so that a caller spreading a batch
+    /// over several connections need not copy it.
+    pub fn write_records<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = &'a WriteRecord>,
+    ) -> Result<(), PersistError> {
+        let ops = plan(records);
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let budget = self.param_budget;
+        let result = (|| {
+            let conn = self.conn()?;
+            let mut tx = conn.start_transaction(TxOpts::default())?;
+            execute(&mut tx, &ops, budget)?;
+            // If the answer to COMMIT is lost, the thread retries the whole batch: every
+            // statement above is idempotent, so the retry neither fails nor duplicates.
+            tx.commit()?;
+            Ok(())
+        })();
+        if result.is_err() {
+            // The transaction was rolled back when dropped (or died with its connection).
+            // Whatever the cause, the connection's state cannot be trusted any more: the next
+            // call opens a new one, even if the caller does not call `reset` first.
+            self.conn = None;
+            self.connection_id.set(None);
+        }
+        result
+    }
+
     /// The open connection, reconnecting first if a previous reconnection failed.
     fn conn(&mut self) -> Result<&mut Conn, PersistError> {
         if self.conn.is_none() {
@@ -1381,28 +1488,7 @@ impl Backend for MysqlBackend {
     }
 
     fn write_batch(&mut self, batch: &[WriteRecord]) -> Result<(), PersistError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let ops = plan(batch);
-        let budget = self.param_budget;
-        let result = (|| {
-            let conn = self.conn()?;
-            let mut tx = conn.start_transaction(TxOpts::default())?;
-            execute(&mut tx, &ops, budget)?;
-            // If the answer to COMMIT is lost, the thread retries the whole batch: every
-            // statement above is idempotent, so the retry neither fails nor duplicates.
-            tx.commit()?;
-            Ok(())
-        })();
-        if result.is_err() {
-            // The transaction was rolled back when dropped (or died with its connection).
-            // Whatever the cause, the connection's state cannot be trusted any more: the next
-            // call opens a new one, even if the caller does not call `reset` first.
-            self.conn = None;
-            self.connection_id.set(None);
-        }
-        result
+        self.write_records(batch)
     }
 
     /// Drops the connection and opens a new one: after a failed batch the old connection may
@@ -1449,6 +1535,7 @@ mod tests {
 
     fn status(ids: &[u64], status: MessageStatus) -> WriteRecord {
         WriteRecord::SetMessageStatus {
+            receiver_id: "r".into(),
             ids: ids.to_vec(),
             status,
         }
@@ -1628,21 +1715,48 @@ mod tests {
         assert_eq!(s[0].sql, "ALTER TABLE t\n  ADD COLUMN c INT");
         assert_eq!(
             s[0].guard,
-            Some(Guard::Column {
-                table: "t".into(),
-                column: "c".into()
+            Some(Guard {
+                object: Object::Column {
+                    table: "t".into(),
+                    column: "c".into()
+                },
+                skip_if_exists: true
             })
         );
         assert_eq!(s[1].guard, None);
         assert_eq!(
             s[2].guard,
-            Some(Guard::Index {
-                table: "t".into(),
-                index: "i".into()
+            Some(Guard {
+                object: Object::Index {
+                    table: "t".into(),
+                    index: "i".into()
+                },
+                skip_if_exists: true
             })
+        );
+        let m = Migration {
+            version: 9,
+            name: "t",
+            sql: "-- corechat:skip-unless foreign-key t.t_ibfk_1\nALTER TABLE t DROP FOREIGN KEY t_ibfk_1;\n",
+        };
+        let s = steps(&m).unwrap();
+        assert_eq!(
+            s[0].guard,
+            Some(Guard {
+                object: Object::ForeignKey {
+                    table: "t".into(),
+                    name: "t_ibfk_1".into()
+                },
+                skip_if_exists: false
+            })
+        );
+        assert_eq!(
+            s[0].guard.as_ref().map(Guard::reason).as_deref(),
+            Some("foreign-key t.t_ibfk_1 does not exist")
         );
         for bad in [
             "-- corechat:skip-if table t\nSELECT 1;",
+            "-- corechat:skip-when index t.i\nSELECT 1;",
             "-- corechat:skip-if column t.c\n",
             "-- corechat:skip-if column t.c\n-- corechat:skip-if column t.d\nSELECT 1;",
         ] {

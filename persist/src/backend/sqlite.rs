@@ -369,7 +369,7 @@ fn apply_record(tx: &Transaction<'_>, record: &WriteRecord) -> rusqlite::Result<
                 m.timestamp
             ])?;
         }
-        WriteRecord::SetMessageStatus { ids, status } => {
+        WriteRecord::SetMessageStatus { ids, status, .. } => {
             let mut stmt = tx.prepare_cached(SET_MESSAGE_STATUS)?;
             for id in ids {
                 stmt.execute(params![id, status.as_str()])?;
@@ -642,7 +642,13 @@ mod tests {
             WriteRecord::InsertMessage(message(12, "u3", "u1", Received)),
             WriteRecord::InsertMessage(message(20, "u2", "u3", Received)),
             WriteRecord::SetMessageStatus {
-                ids: vec![7, 5],
+                receiver_id: "u1".into(),
+                ids: vec![7],
+                status: Received,
+            },
+            WriteRecord::SetMessageStatus {
+                receiver_id: "u2".into(),
+                ids: vec![5],
                 status: Received,
             },
             WriteRecord::MarkConversationRead {
