@@ -14,11 +14,18 @@ pub struct Migration {
 }
 
 /// The migrations of the embedded (SQLite) store, in order.
-pub const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "schema",
-    sql: include_str!("../sqlite/0001_schema.sql"),
-}];
+pub const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "schema",
+        sql: include_str!("../sqlite/0001_schema.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "lean_message_writes",
+        sql: include_str!("../sqlite/0002_lean_message_writes.sql"),
+    },
+];
 
 /// The migrations of a MySQL 8 / MariaDB 10.6+ database, in order.
 ///
