@@ -936,8 +936,8 @@ fn bulk(name: &str, writers: usize) {
     let batches: Vec<&[WriteRecord]> = records.chunks(4096).collect();
     let mut retries = 0;
     for batch in &batches {
-        // Retried after a transient error, as the persistence thread does: connections that
-        // write side by side may deadlock on an index page now and then (InnoDB error 1213).
+        // Retried after a transient error, as the persistence thread does (a deadlock
+        // between connections writing side by side, say, though none is expected).
         loop {
             match backend.write_batch(batch) {
                 Ok(()) => break,

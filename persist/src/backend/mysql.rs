@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use corechat_sql::Migration;
 use mysql::prelude::Queryable;
-use mysql::{AccessMode, Conn, Opts, OptsBuilder, Row, TxOpts, Value};
+use mysql::{AccessMode, Conn, IsolationLevel, Opts, OptsBuilder, Row, TxOpts, Value};
 
 use crate::backend::{Backend, LoadSummary, Loaded};
 use crate::model::{ChatRow, MessageRow, MessageStatus, Relation, RelationRow, UserRow};
@@ -174,6 +174,31 @@ fn connect(opts: &Opts, masked: &str) -> Result<Conn, PersistError> {
         url: masked.to_string(),
         cause: e.to_string(),
     })
+}
+
+/// Makes the connection's transactions READ COMMITTED where that is allowed.
+///
+/// Why: under REPEATABLE READ an `UPDATE ... WHERE message_id IN (...)` that the optimizer runs
+/// as a scan locks every row and gap it passes, including rows another writer connection
+/// (`--db-writers`) is inserting; two such connections then deadlock, and a retry of the same
+/// batch deadlocks the same way. READ COMMITTED locks only the rows a statement changes and
+/// takes no gap locks. Nothing in the write path reads to decide what to write, so nothing
+/// depends on the stronger level; the start-up load asks for REPEATABLE READ explicitly.
+/// A server that logs statements (`log_bin` on with `binlog_format=STATEMENT`) refuses writes
+/// under READ COMMITTED, so there the default level is kept.
+fn read_committed(conn: &mut Conn) -> Result<(), PersistError> {
+    let row: Option<(i64, String)> = conn.query_first("SELECT @@log_bin, @@binlog_format")?;
+    let statement_logging = row
+        .is_some_and(|(log_bin, format)| log_bin != 0 && format.eq_ignore_ascii_case("STATEMENT"));
+    if statement_logging {
+        ftlog::warn!(
+            "mysql: binlog_format=STATEMENT: writer connections stay REPEATABLE READ, so \
+             parallel writers (--db-writers) may deadlock now and then (retried)"
+        );
+    } else {
+        conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")?;
+    }
+    Ok(())
 }
 
 /// The parameter budget of one statement on this server: [`PARAM_BUDGET`], or half of
@@ -1434,6 +1459,7 @@ impl MysqlBackend {
         self.connection_id.set(None);
         let mut conn = connect(&self.opts, &self.masked_url)?;
         self.param_budget = param_budget(&mut conn)?;
+        read_committed(&mut conn)?;
         self.connection_id.set(Some(conn.connection_id()));
         self.conn = Some(conn);
         Ok(())
@@ -1448,6 +1474,9 @@ impl Backend for MysqlBackend {
         let conn = self.conn()?;
         let mut tx = conn.start_transaction(
             TxOpts::default()
+                // The snapshot covers the whole load only under REPEATABLE READ (the
+                // connection's own level is READ COMMITTED, see `read_committed`).
+                .set_isolation_level(Some(IsolationLevel::RepeatableRead))
                 .set_with_consistent_snapshot(true)
                 .set_access_mode(Some(AccessMode::ReadOnly)),
         )?;

@@ -17,6 +17,10 @@
 //!   every statement is idempotent (see `mysql.rs`), and nothing is acknowledged until every
 //!   lane has committed. A crash in between leaves committed rows nobody was told about, which
 //!   is also what a crash between a commit and its acknowledgement leaves.
+//! * Lanes must not lock each other out. Their connections run READ COMMITTED (see
+//!   `read_committed` in `mysql.rs`), which takes no gap locks; and the retry after any
+//!   failure goes whole to one connection, so even a deadlock that would repeat itself
+//!   (the same statements, in parallel, again) cannot stall the writer.
 //! * Small batches (under [`PARALLEL_MIN`] records) take one lane: at low load a thread
 //!   hand-off would cost more latency than it saves.
 
@@ -33,6 +37,10 @@ pub const PARALLEL_MIN: usize = 64;
 /// Several connections to one MySQL database, used together as one [`Backend`].
 pub struct MysqlLanes {
     lanes: Vec<MysqlBackend>,
+    /// The last write failed: the next one (the persistence thread's retry of the same batch)
+    /// goes whole to one connection, which cannot deadlock with itself, so a retry always
+    /// makes progress even if the lanes' statements happen to lock each other out.
+    retrying: bool,
 }
 
 /// The lane of a key. `DefaultHasher::new()` has fixed keys, so a key maps to the same lane
@@ -51,7 +59,10 @@ impl MysqlLanes {
         for _ in 0..n {
             lanes.push(MysqlBackend::open(url)?);
         }
-        Ok(MysqlLanes { lanes })
+        Ok(MysqlLanes {
+            lanes,
+            retrying: false,
+        })
     }
 
     /// How many connections write.
@@ -68,25 +79,8 @@ impl MysqlLanes {
             .collect()
     }
 
-    /// Whether `batch` can be spread over the lanes.
-    fn splittable(&self, batch: &[WriteRecord]) -> bool {
-        self.lanes.len() > 1
-            && batch.len() >= PARALLEL_MIN
-            && batch
-                .iter()
-                .all(|r| r.lane_key().is_some() || matches!(r, WriteRecord::Barrier))
-    }
-}
-
-impl Backend for MysqlLanes {
-    fn load(&mut self, sink: &mut dyn FnMut(Loaded)) -> Result<LoadSummary, PersistError> {
-        self.lanes[0].load(sink)
-    }
-
-    fn write_batch(&mut self, batch: &[WriteRecord]) -> Result<(), PersistError> {
-        if !self.splittable(batch) {
-            return self.lanes[0].write_records(batch);
-        }
+    /// Writes `batch` spread over the lanes, each lane its own transaction, all at once.
+    fn write_split(&mut self, batch: &[WriteRecord]) -> Result<(), PersistError> {
         let n = self.lanes.len();
         let mut parts: Vec<Vec<&WriteRecord>> = vec![Vec::with_capacity(batch.len() / n + 8); n];
         for r in batch {
@@ -134,6 +128,31 @@ impl Backend for MysqlLanes {
             }
         }
         permanent.map_or(Ok(()), Err)
+    }
+
+    /// Whether `batch` can be spread over the lanes.
+    fn splittable(&self, batch: &[WriteRecord]) -> bool {
+        self.lanes.len() > 1
+            && batch.len() >= PARALLEL_MIN
+            && batch
+                .iter()
+                .all(|r| r.lane_key().is_some() || matches!(r, WriteRecord::Barrier))
+    }
+}
+
+impl Backend for MysqlLanes {
+    fn load(&mut self, sink: &mut dyn FnMut(Loaded)) -> Result<LoadSummary, PersistError> {
+        self.lanes[0].load(sink)
+    }
+
+    fn write_batch(&mut self, batch: &[WriteRecord]) -> Result<(), PersistError> {
+        let result = if self.retrying || !self.splittable(batch) {
+            self.lanes[0].write_records(batch)
+        } else {
+            self.write_split(batch)
+        };
+        self.retrying = result.is_err();
+        result
     }
 
     fn reset(&mut self) -> Result<(), PersistError> {
