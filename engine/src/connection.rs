@@ -46,8 +46,9 @@ pub struct Conn {
     idle_waiter: Cell<Option<Waker>>,
     writing: Cell<bool>,
     closed: Cell<Option<CloseReason>>,
-    /// The user this connection is logged in as.
-    pub user: RefCell<Option<String>>,
+    /// The user this connection is logged in as. An `Rc` because every request takes a
+    /// copy of it (to serve the request without holding the borrow across waits).
+    pub user: RefCell<Option<Rc<str>>>,
     /// Replies to this connection waiting for a commit.
     pub deferred: Cell<u32>,
     /// Set at shutdown: read no more requests, but keep writing replies.
@@ -79,7 +80,7 @@ impl Conn {
         })
     }
 
-    pub fn user_id(&self) -> Option<String> {
+    pub fn user_id(&self) -> Option<Rc<str>> {
         self.user.borrow().clone()
     }
 

@@ -137,7 +137,7 @@ async fn handle(
         return Flow::Continue;
     };
     if let Some(acting) = req.acting_user() {
-        if acting != user {
+        if acting != &*user {
             reply_error(conn, kind, "user_id does not match the logged-in user");
             return Flow::Continue;
         }
@@ -649,9 +649,7 @@ async fn send_message(shard: &Rc<Shard>, conn: &Rc<Conn>, m: OutgoingMessage, st
     };
     shard.state.borrow_mut().note_sent(&msg);
     shard.chats_touched();
-    let mut frame = Vec::new();
-    write_frame(&mut frame, &Status::success(K));
-    let ack = shard.defer_reply(conn, frame, started, K);
+    let ack = shard.defer_reply(conn, protocol::send_message_success(), started, K);
     let owner = shard.owner(&msg.receiver_id);
     if owner == shard.id {
         shard.deliver(msg, ack, started);

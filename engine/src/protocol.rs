@@ -5,8 +5,11 @@
 //! Replies are serialised straight from borrowed data; every value is a JSON string, because
 //! the client reads every field with `QJsonValue::toString()`.
 
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Serialize;
-use serde_json::{Map, Value};
 
 use corechat_persist::model::MessageRow;
 use corechat_shards::state::{ChatUpdate, Profile};
@@ -148,13 +151,13 @@ impl BadRequest {
 pub fn parse(body: &[u8], limits: &Limits) -> Result<Request, BadRequest> {
     let text = std::str::from_utf8(body)
         .map_err(|_| BadRequest::new("error", "frame is not valid UTF-8"))?;
-    let value: Value = serde_json::from_str(text)
+    let top: Top<'_> = serde_json::from_str(text)
         .map_err(|e| BadRequest::new("error", format!("frame is not valid JSON: {e}")))?;
-    let Value::Object(obj) = value else {
+    let Top::Object(obj) = top else {
         return Err(BadRequest::new("error", "request must be a JSON object"));
     };
     let kind = match obj.get("type") {
-        Some(Value::String(s)) => s.as_str(),
+        Some(Field::Str(s)) => s.as_ref(),
         _ => return Err(BadRequest::new("error", "request has no \"type\"")),
     };
     let f = Fields { obj: &obj, kind };
@@ -253,8 +256,184 @@ fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
+// ----- the request object, read without building a `serde_json::Value` -----
+//
+// A request is a flat object of strings (numbers accepted where strings are expected). It is
+// read into a short list of borrowed key/value pairs: a string without escapes stays a slice
+// of the frame, and nested values are checked for syntax but not kept. Building a
+// `serde_json::Value` instead cost a map node, a key and a value allocation per field, and
+// the validation then copied every value once more; this was the largest part of a shard's
+// CPU per message after the socket calls.
+
+/// A field value, as far as validation is concerned.
+#[derive(Debug)]
+enum Field<'a> {
+    Str(Cow<'a, str>),
+    Num(serde_json::Number),
+    Null,
+    /// A boolean, array or object: never a valid value of any request field.
+    Other,
+}
+
+/// The top-level JSON value of a frame: an object's fields, or anything else.
+enum Top<'a> {
+    Object(Object<'a>),
+    NotObject,
+}
+
+/// The fields of a request object, in frame order.
+#[derive(Debug, Default)]
+struct Object<'a> {
+    fields: Vec<(Cow<'a, str>, Field<'a>)>,
+}
+
+impl<'a> Object<'a> {
+    /// The value of `name`. A key given twice counts with its last value, as it did when the
+    /// object was parsed into a map.
+    fn get(&self, name: &str) -> Option<&Field<'a>> {
+        self.fields
+            .iter()
+            .rev()
+            .find(|(k, _)| k.as_ref() == name)
+            .map(|(_, v)| v)
+    }
+}
+
+/// A key or string value, borrowed from the frame when it has no escapes.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Drains a sequence without keeping it (its syntax is still checked).
+fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+    while seq.next_element::<IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+/// Drains a map without keeping it (its syntax is still checked).
+fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+impl<'de> Deserialize<'de> for Field<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Field<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Field::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Field::Str(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Field::Str(Cow::Owned(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Field::Num(v.into()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Field::Num(v.into()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+                // As serde_json::Value does: a non-finite float (which JSON cannot spell
+                // anyway) becomes null.
+                Ok(serde_json::Number::from_f64(v).map_or(Field::Null, Field::Num))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Field::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Field::Null)
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(Field::Null)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                skip_seq(seq).map(|()| Field::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                skip_map(map).map(|()| Field::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Top<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Top<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                // The Qt client sends at most nine fields.
+                let mut obj = Object {
+                    fields: Vec::with_capacity(map.size_hint().unwrap_or(0).clamp(8, 16)),
+                };
+                while let Some(Text(k)) = map.next_key::<Text<'de>>()? {
+                    let v: Field<'de> = map.next_value()?;
+                    obj.fields.push((k, v));
+                }
+                Ok(Top::Object(obj))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                skip_seq(seq).map(|()| Top::NotObject)
+            }
+            fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Self::Value, E> {
+                Ok(Top::NotObject)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Top::NotObject)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Top::NotObject)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Top::NotObject)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Top::NotObject)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Top::NotObject)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Top::NotObject)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 struct Fields<'a> {
-    obj: &'a Map<String, Value>,
+    obj: &'a Object<'a>,
     kind: &'a str,
 }
 
@@ -266,8 +445,8 @@ impl Fields<'_> {
     /// A field the client sends as a string; numbers are accepted as their decimal text.
     fn string(&self, name: &str) -> Result<String, BadRequest> {
         match self.obj.get(name) {
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(Value::Number(n)) => Ok(n.to_string()),
+            Some(Field::Str(s)) => Ok(s.to_string()),
+            Some(Field::Num(n)) => Ok(n.to_string()),
             Some(_) => Err(self.err(format!("{name} must be a string"))),
             None => Err(self.err(format!("missing field {name}"))),
         }
@@ -290,7 +469,7 @@ impl Fields<'_> {
 
     /// Missing reads as empty, like the client's own reading of fields.
     fn optional_text(&self, name: &str, max_chars: usize) -> Result<String, BadRequest> {
-        if self.obj.get(name).is_none_or(Value::is_null) {
+        if self.obj.get(name).is_none_or(|v| matches!(v, Field::Null)) {
             return Ok(String::new());
         }
         self.text(name, 0, max_chars)
@@ -341,8 +520,8 @@ impl Fields<'_> {
 
     fn integer(&self, name: &str) -> Result<i64, BadRequest> {
         let v = match self.obj.get(name) {
-            Some(Value::Number(n)) => n.as_i64(),
-            Some(Value::String(s)) => s.trim().parse::<i64>().ok(),
+            Some(Field::Num(n)) => n.as_i64(),
+            Some(Field::Str(s)) => s.trim().parse::<i64>().ok(),
             None => return Err(self.err(format!("missing field {name}"))),
             _ => None,
         };
@@ -550,6 +729,17 @@ impl<'a> MessageReply<'a> {
     }
 }
 
+/// The `send_message` success reply as a frame. Every message's acknowledgement is these same
+/// bytes, so they are built once instead of once per message.
+pub fn send_message_success() -> &'static [u8] {
+    static FRAME: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+        let mut f = Vec::new();
+        write_frame(&mut f, &Status::success("send_message"));
+        f
+    });
+    &FRAME
+}
+
 /// Serialises `value` as one frame appended to `out`.
 pub fn write_frame<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     crate::frame::encode_with(out, |buf| {
@@ -564,7 +754,7 @@ pub fn write_frame<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     /// Frames as the Qt client writes them: 4-space indents, sorted keys, trailing newline.
     fn qt(v: Value) -> Vec<u8> {
@@ -737,6 +927,71 @@ mod tests {
     }
 
     #[test]
+    fn objects_read_like_serde_json_values() {
+        let l = Limits::default();
+        // Escapes in keys and values are decoded; the last of a repeated key counts.
+        let r = parse(
+            br#"{"typ\u0065":"login","user_id":"1","user_id":"2\u0033","user_password":"p\"w","x":{"a":[1,{"b":null}]}}"#,
+            &l,
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            Request::Login {
+                user_id: "23".into(),
+                password: "p\"w".into()
+            }
+        );
+        // Numbers keep serde_json's spelling.
+        let r = parse(
+            br#"{"type":"login","user_id":1.5e3,"user_password":-7}"#,
+            &l,
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            Request::Login {
+                user_id: "1500.0".into(),
+                password: "-7".into()
+            }
+        );
+        // Wrong kinds of value, and null where a value is optional.
+        for v in ["true", "[\"1\"]", "{\"a\":\"1\"}", "null"] {
+            let f = format!(r#"{{"type":"login","user_id":{v},"user_password":"p"}}"#);
+            let e = parse(f.as_bytes(), &l).unwrap_err();
+            assert_eq!(e.kind, "login");
+            assert_eq!(e.message, "user_id must be a string", "{v}");
+        }
+        let r = parse(
+            br#"{"type":"send_message","send_id":"1","receiver_id":"2","chat_type":"friend",
+            "message_body":"hi","message_type":"text","file_path":null,"message_timestamp":"2026-01-02 03:04:05"}"#,
+            &l,
+        )
+        .unwrap();
+        assert!(matches!(r, Request::SendMessage(m) if m.file_path.is_empty()));
+        // Anything but an object, and broken syntax inside ignored values.
+        for f in [
+            &b"\"login\""[..],
+            b"12",
+            b"null",
+            b"[{\"type\":\"login\"}]",
+            b"true",
+        ] {
+            let e = parse(f, &l).unwrap_err();
+            assert_eq!(e.message, "request must be a JSON object");
+        }
+        for f in [
+            &br#"{"type":"login","x":[1,}"#[..],
+            br#"{"type":"login"} x"#,
+            br#"{"type":"login""#,
+        ] {
+            assert!(parse(f, &l).unwrap_err().message.contains("not valid JSON"));
+        }
+        let e = parse(br#"{"type":["login"]}"#, &l).unwrap_err();
+        assert_eq!(e.message, "request has no \"type\"");
+    }
+
+    #[test]
     fn reply_shapes_are_all_strings() {
         let p = Profile {
             user_id: "1".into(),
@@ -769,6 +1024,10 @@ mod tests {
         };
         let mut out = Vec::new();
         write_frame(&mut out, &[c]);
+        assert_eq!(
+            &send_message_success()[4..],
+            br#"{"type":"send_message","status":"success"}"#
+        );
         let v: Value = serde_json::from_slice(&out[4..]).unwrap();
         assert_eq!(v[0]["unread_count"], "3");
         assert_eq!(

@@ -5,6 +5,7 @@
 //! What crosses to other cores does so as owned [`MeshMsg`]s; what goes to the database
 //! goes as [`WriteRecord`]s into the persistence queue.
 
+use std::borrow::Cow;
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
@@ -33,7 +34,8 @@ use crate::protocol::{write_frame, Limits, MessageReply, PairReply, Status};
 /// A reply waiting for the persistence thread to commit what it depends on.
 struct PendingAck {
     conn: ConnId,
-    frame: Vec<u8>,
+    /// Borrowed for replies that are the same bytes every time (`send_message` success).
+    frame: Cow<'static, [u8]>,
     started: Instant,
     kind: &'static str,
 }
@@ -319,7 +321,7 @@ impl Shard {
     pub fn defer_reply(
         &self,
         conn: &Conn,
-        frame: Vec<u8>,
+        frame: impl Into<Cow<'static, [u8]>>,
         started: Instant,
         kind: &'static str,
     ) -> Ack {
@@ -329,7 +331,7 @@ impl Shard {
             token,
             PendingAck {
                 conn: conn.id,
-                frame,
+                frame: frame.into(),
                 started,
                 kind,
             },
@@ -491,7 +493,9 @@ impl Shard {
         msg.message_id = self.next_message_id();
         self.prune_sessions(&msg.receiver_id);
         let mut out = Vec::new();
-        let r = self.state.borrow_mut().deliver(msg.clone(), &mut out);
+        // The row moves into its record; the live copy is written from there (no clone of
+        // the message per delivery).
+        let r = self.state.borrow_mut().deliver(msg, &mut out);
         self.chats_touched();
         match r {
             Ok(d) => {
@@ -500,7 +504,7 @@ impl Shard {
                     true => &c.stored_offline,
                     false => &c.delivered_live,
                 });
-                self.push_live(msg, &d.sessions, started, &mut out);
+                self.push_live(&d.sessions, started, &mut out);
                 self.write(out, Some(ack));
             }
             Err(e) => {
@@ -525,37 +529,49 @@ impl Shard {
     fn store_and_push(&self, msg: MessageRow, started: Instant) {
         self.prune_sessions(&msg.receiver_id);
         let mut out = Vec::new();
-        let r = self.state.borrow_mut().store_message(msg.clone(), &mut out);
+        let r = self.state.borrow_mut().store_message(msg, &mut out);
         if let Ok(d) = r {
-            self.push_live(msg, &d.sessions, started, &mut out);
+            self.push_live(&d.sessions, started, &mut out);
             self.write(out, None);
         }
     }
 
-    /// Writes `receive_message` to each live session. If every one of them failed, the
-    /// message waits for the next login instead (its records are appended to `out`).
-    fn push_live(
-        &self,
-        msg: MessageRow,
-        sessions: &[ConnId],
-        started: Instant,
-        out: &mut Vec<WriteRecord>,
-    ) {
+    /// Writes `receive_message` to each live session; the message is the row of the last
+    /// record in `out` (where `ShardState::store_message` puts it). If every session failed,
+    /// the message waits for the next login instead (its records are appended to `out`).
+    fn push_live(&self, sessions: &[ConnId], started: Instant, out: &mut Vec<WriteRecord>) {
         if sessions.is_empty() {
             return;
         }
-        let mut frame = Vec::with_capacity(256 + msg.body.len());
-        write_frame(&mut frame, &MessageReply::new("receive_message", &msg));
+        let Some(WriteRecord::InsertMessage(msg)) = out.last() else {
+            // Not reachable: the caller has just stored the message. Writing nothing leaves
+            // it `received` in the database, so say so rather than lose it silently.
+            ftlog::error!("shard {}: no message row to deliver", self.id);
+            return;
+        };
+        let reply = MessageReply::new("receive_message", msg);
         let mut written = 0;
-        for s in sessions {
-            if let Some(c) = self.conn(*s) {
-                if c.send(|o| o.extend_from_slice(&frame)) {
+        if let [only] = sessions {
+            // The usual case: serialised straight into the connection's buffer.
+            if let Some(c) = self.conn(*only) {
+                if c.send(|o| write_frame(o, &reply)) {
                     written += 1;
+                }
+            }
+        } else {
+            let mut frame = Vec::with_capacity(256 + msg.body.len());
+            write_frame(&mut frame, &reply);
+            for s in sessions {
+                if let Some(c) = self.conn(*s) {
+                    if c.send(|o| o.extend_from_slice(&frame)) {
+                        written += 1;
+                    }
                 }
             }
         }
         self.metrics.record_delivery(started.elapsed());
         if written == 0 {
+            let msg = msg.clone();
             self.state.borrow_mut().requeue(msg, out);
         }
     }
@@ -653,7 +669,7 @@ impl Shard {
         match r {
             Ok(()) => {
                 Counters::inc(&self.metrics.counters.logins);
-                *conn.user.borrow_mut() = Some(user_id.to_string());
+                *conn.user.borrow_mut() = Some(Rc::from(user_id));
                 self.anon.borrow_mut().remove(conn.id);
                 conn.set_keepalive(self.cfg.keepalive);
                 let state = self.state.borrow();

@@ -22,8 +22,8 @@ pub const SQLITE: &[Migration] = &[
     },
     Migration {
         version: 2,
-        name: "lean_message_writes",
-        sql: include_str!("../sqlite/0002_lean_message_writes.sql"),
+        name: "lean_message_and_chat_tables",
+        sql: include_str!("../sqlite/0002_lean_message_and_chat_tables.sql"),
     },
 ];
 
@@ -172,6 +172,118 @@ mod tests {
                     "{}: a guard applies to the statement on the next line",
                     m.name
                 );
+            }
+        }
+    }
+
+    /// Applies the SQLite migrations up to `upto` (a version) on `conn`, as the backend does.
+    fn sqlite_migrate(conn: &rusqlite::Connection, upto: u32) {
+        for m in SQLITE.iter().filter(|m| m.version <= upto) {
+            for stmt in statements(m.sql) {
+                conn.execute_batch(&stmt).unwrap();
+            }
+        }
+    }
+
+    const INSERT_MESSAGE: &str = "INSERT INTO m_friends_message
+        (message_id, sender_id, receiver_id, chat_type, message_body, message_type, file_path,
+         message_status, message_timestamp)
+        VALUES (?1, 'a', 'b', 'friend', 'hi', ?2, ' ', ?3, '2026-01-01 00:00:00')";
+
+    const UPSERT_CHAT: &str = "INSERT INTO m_chatlist
+        (user_id, comm_id, chat_type, last_message, last_message_type, last_time, unread_count,
+         chat_status)
+        VALUES ('a', ?1, 'friend', 'hi', ?2, 't', 1, ?3)
+        ON CONFLICT (user_id, comm_id) DO UPDATE SET last_message = excluded.last_message";
+
+    #[test]
+    fn sqlite_lean_tables_keep_rows_and_rules() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        sqlite_migrate(&conn, 1);
+        conn.execute(INSERT_MESSAGE, rusqlite::params![1, "text", "send"])
+            .unwrap();
+        conn.execute(INSERT_MESSAGE, rusqlite::params![2, "video", "received"])
+            .unwrap();
+        conn.execute(UPSERT_CHAT, rusqlite::params!["b", "vedio", "chatting"])
+            .unwrap();
+        conn.execute(UPSERT_CHAT, rusqlite::params!["c", None::<String>, "close"])
+            .unwrap();
+        let dump = |conn: &rusqlite::Connection| -> Vec<String> {
+            let mut rows = Vec::new();
+            for q in [
+                "SELECT message_id || '|' || message_type || '|' || message_status
+                    FROM m_friends_message ORDER BY message_id",
+                "SELECT comm_id || '|' || ifnull(last_message_type, 'NULL') || '|' || chat_status
+                    FROM m_chatlist ORDER BY comm_id",
+            ] {
+                let mut stmt = conn.prepare(q).unwrap();
+                let it = stmt.query_map([], |r| r.get::<_, String>(0)).unwrap();
+                rows.extend(it.map(|r| r.unwrap()));
+            }
+            rows
+        };
+        let before = dump(&conn);
+        sqlite_migrate_from(&conn, 2);
+        assert_eq!(dump(&conn), before);
+
+        // The same values are refused as before.
+        for (t, s) in [("vedio", "send"), ("sticker", "send"), ("text", "sent")] {
+            assert!(
+                conn.execute(INSERT_MESSAGE, rusqlite::params![9, t, s])
+                    .is_err(),
+                "{t} {s}"
+            );
+        }
+        assert!(conn
+            .execute(UPSERT_CHAT, rusqlite::params!["d", "sticker", "chatting"])
+            .is_err());
+        assert!(conn
+            .execute(UPSERT_CHAT, rusqlite::params!["d", "text", "open"])
+            .is_err());
+        // NULL passes a CHECK, as it did.
+        conn.execute(
+            "INSERT INTO m_friends_message (message_id, message_type, message_status)
+                VALUES (10, NULL, NULL)",
+            [],
+        )
+        .unwrap();
+
+        // The indexes: one for conversations, one for undelivered messages.
+        let indexes: Vec<String> = conn
+            .prepare(
+                "SELECT name FROM sqlite_schema WHERE type = 'index'
+                    AND tbl_name = 'm_friends_message' AND sql IS NOT NULL ORDER BY name",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(
+            indexes,
+            [
+                "idx_friends_message_conversation",
+                "idx_friends_message_undelivered"
+            ]
+        );
+
+        // The point of the migration: no temporary b-tree per write.
+        for sql in [INSERT_MESSAGE, UPSERT_CHAT] {
+            let mut stmt = conn.prepare(&format!("EXPLAIN {sql}")).unwrap();
+            let ops: Vec<String> = stmt
+                .query_map(rusqlite::params![1, "text", "send"], |r| r.get(1))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect();
+            assert!(!ops.iter().any(|o| o == "OpenEphemeral"), "{sql}: {ops:?}");
+        }
+    }
+
+    /// Applies the SQLite migration `version` alone.
+    fn sqlite_migrate_from(conn: &rusqlite::Connection, version: u32) {
+        for m in SQLITE.iter().filter(|m| m.version == version) {
+            for stmt in statements(m.sql) {
+                conn.execute_batch(&stmt).unwrap();
             }
         }
     }
