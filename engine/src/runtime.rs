@@ -318,10 +318,7 @@ async fn run_shard(
     //    keep running), and their replies that wait for a commit go out.
     let deadline = Instant::now() + Duration::from_secs(30);
     let busy = |s: &Shard| {
-        s.inflight.get() > 0
-            || s.pending_acks() > 0
-            || s.overflow_len() > 0
-            || s.state.borrow().has_dirty_chats()
+        s.inflight.get() > 0 || s.pending_acks() > 0 || s.overflow_len() > 0 || s.flush_due()
     };
     while busy(&shard) && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(2)).await;

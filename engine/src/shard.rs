@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 use std::cell::{Cell, OnceCell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::poll_fn;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
@@ -31,6 +31,11 @@ use crate::connection::{CloseReason, Conn};
 use crate::metrics::{Counters, Gauges, Metrics, Registry};
 use crate::protocol::{write_frame, Limits, MessageReply, PairReply, Status};
 
+/// Set in the token that a chat flush's last record carries (see [`Shard::flush_chats`]), so
+/// that its commit is told apart from a reply's. ([`corechat_persist::queue::REFUSED`] is
+/// bit 63.)
+const FLUSH: u64 = 1 << 62;
+
 /// A reply waiting for the persistence thread to commit what it depends on.
 struct PendingAck {
     conn: ConnId,
@@ -38,6 +43,9 @@ struct PendingAck {
     frame: Cow<'static, [u8]>,
     started: Instant,
     kind: &'static str,
+    /// The chat flush of this shard that must have committed too (0: none). The request
+    /// changed chat rows that are queued by that flush, not with its own records.
+    flush: u64,
 }
 
 /// One shard: the state and runtime of one core.
@@ -63,6 +71,14 @@ pub struct Shard {
     overflow: RefCell<VecDeque<Envelope>>,
     overflow_waker: Cell<Option<Waker>>,
     chat_flush_waker: Cell<Option<Waker>>,
+    /// Chat flushes queued so far (the next is `flushes + 1`), and the last one committed.
+    flushes: Cell<u64>,
+    flushes_committed: Cell<u64>,
+    /// Acknowledgements of messages delivered here, sent behind the next chat flush so that a
+    /// sender's `success` also covers the receiver's chat row (unread count, preview).
+    after_flush: RefCell<Vec<Ack>>,
+    /// Replies whose records committed but whose chat flush (the key) has not yet.
+    parked: RefCell<BTreeMap<u64, Vec<PendingAck>>>,
     stopping: Cell<bool>,
     /// Requests being served right now (some wait on other shards).
     pub inflight: Cell<usize>,
@@ -113,6 +129,10 @@ impl Shard {
             overflow: RefCell::new(VecDeque::new()),
             overflow_waker: Cell::new(None),
             chat_flush_waker: Cell::new(None),
+            flushes: Cell::new(0),
+            flushes_committed: Cell::new(0),
+            after_flush: RefCell::new(Vec::new()),
+            parked: RefCell::new(BTreeMap::new()),
             stopping: Cell::new(false),
             inflight: Cell::new(0),
             scratch: RefCell::new(vec![0; 64 * 1024]),
@@ -164,7 +184,7 @@ impl Shard {
             connections: self.conns.borrow().len() as u64,
             anonymous: self.anon.borrow().len() as u64,
             users: self.state.borrow().user_count() as u64,
-            pending_acks: self.acks.borrow().len() as u64,
+            pending_acks: self.pending_acks() as u64,
             overflow: self.overflow.borrow().len() as u64,
             mesh_backlog: mesh.map_or(0, |m| m.backlog() as u64),
             mesh_sent: mesh.map_or(0, |m| m.stats.sent.get()),
@@ -235,11 +255,25 @@ impl Shard {
             records.push(WriteRecord::Barrier);
         }
         let n = records.len();
-        for (i, r) in records.into_iter().enumerate() {
-            let env = Envelope {
-                record: r,
-                ack: if i + 1 == n { ack } else { None },
-            };
+        self.push_all(records.into_iter().enumerate().map(|(i, r)| Envelope {
+            record: r,
+            ack: if i + 1 == n { ack } else { None },
+            watch: None,
+        }));
+    }
+
+    /// Pushes `records` in order, each watched by `ack`: nothing is said when they commit,
+    /// but if the database refuses one, the request behind `ack` hears so.
+    fn write_watched(&self, records: Vec<WriteRecord>, ack: Ack) {
+        self.push_all(records.into_iter().map(|r| Envelope {
+            record: r,
+            ack: None,
+            watch: Some(ack),
+        }));
+    }
+
+    fn push_all(&self, envelopes: impl Iterator<Item = Envelope>) {
+        for env in envelopes {
             if !self.overflow.borrow().is_empty() {
                 self.overflow.borrow_mut().push_back(env);
                 continue;
@@ -292,13 +326,20 @@ impl Shard {
         }
     }
 
+    /// Is a chat flush due (rows changed, or deliveries waiting to be acknowledged)?
+    pub fn flush_due(&self) -> bool {
+        self.state.borrow().has_dirty_chats() || !self.after_flush.borrow().is_empty()
+    }
+
     /// Queues changed chat rows about once a millisecond while messages flow: one write per
-    /// row per flush instead of one per message (see `ShardState::flush_chats`). A crash
-    /// can lose at most that last millisecond of chat-list previews; never a message.
+    /// row per flush instead of one per message (see `ShardState::flush_chats`). Nobody is
+    /// told `success` before the chat rows their request changed are durable: replies wait
+    /// for the flush (see [`PendingAck::flush`] and `after_flush`), which costs them at most
+    /// that millisecond.
     pub async fn run_chat_flush(self: Rc<Self>) {
         loop {
             poll_fn(|cx| {
-                if self.state.borrow().has_dirty_chats() {
+                if self.flush_due() {
                     Poll::Ready(())
                 } else {
                     self.chat_flush_waker.set(Some(cx.waker().clone()));
@@ -307,9 +348,44 @@ impl Shard {
             })
             .await;
             glommio::timer::sleep(Duration::from_millis(1)).await;
-            let mut out = Vec::new();
-            self.state.borrow_mut().flush_chats(&mut out);
-            self.write(out, None);
+            self.flush_chats();
+        }
+    }
+
+    /// Queues the changed chat rows, the last carrying this flush's token, then one barrier
+    /// per delivery waiting for it: the queue is FIFO, so each barrier commits with or after
+    /// the rows.
+    fn flush_chats(&self) {
+        let mut out = Vec::new();
+        self.state.borrow_mut().flush_chats(&mut out);
+        let n = self.flushes.get() + 1;
+        self.flushes.set(n);
+        self.write(
+            out,
+            Some(Ack {
+                shard: self.id,
+                token: FLUSH | n,
+            }),
+        );
+        let waiting = std::mem::take(&mut *self.after_flush.borrow_mut());
+        for ack in waiting {
+            self.write(Vec::new(), Some(ack));
+        }
+    }
+
+    /// A chat flush committed: the replies that waited for it go out.
+    fn flush_committed(&self, n: u64) {
+        if n <= self.flushes_committed.get() {
+            return;
+        }
+        self.flushes_committed.set(n);
+        let ready = {
+            let mut parked = self.parked.borrow_mut();
+            let later = parked.split_off(&(n + 1));
+            std::mem::replace(&mut *parked, later)
+        };
+        for p in ready.into_values().flatten() {
+            self.release(p);
         }
     }
 
@@ -327,6 +403,12 @@ impl Shard {
     ) -> Ack {
         let token = self.token();
         conn.deferred.set(conn.deferred.get() + 1);
+        // Chat rows changed and not yet queued belong to the next flush; the reply waits for it.
+        let flush = if self.state.borrow().has_dirty_chats() {
+            self.flushes.get() + 1
+        } else {
+            0
+        };
         self.acks.borrow_mut().insert(
             token,
             PendingAck {
@@ -334,6 +416,7 @@ impl Shard {
                 frame: frame.into(),
                 started,
                 kind,
+                flush,
             },
         );
         Ack {
@@ -359,6 +442,12 @@ impl Shard {
         loop {
             poll_fn(|cx| self.persist.acks(self.id).poll_drain(cx, &mut tokens)).await;
             for t in tokens.drain(..) {
+                if t & FLUSH != 0 {
+                    // A chat row the database refused was logged by the persistence thread;
+                    // the flush is over either way.
+                    self.flush_committed(t & !(FLUSH | corechat_persist::queue::REFUSED));
+                    continue;
+                }
                 if t & corechat_persist::queue::REFUSED != 0 {
                     // The database refused the change for good; the client must not be told
                     // it succeeded.
@@ -370,18 +459,28 @@ impl Shard {
                 let Some(p) = self.acks.borrow_mut().remove(&t) else {
                     continue;
                 };
-                self.metrics.record_service(p.kind, p.started.elapsed());
-                if let Some(c) = self.conn(p.conn) {
-                    c.deferred.set(c.deferred.get().saturating_sub(1));
-                    let frame = p.frame;
-                    c.send(|out| out.extend_from_slice(&frame));
+                if p.flush > self.flushes_committed.get() {
+                    self.parked.borrow_mut().entry(p.flush).or_default().push(p);
+                } else {
+                    self.release(p);
                 }
             }
         }
     }
 
+    /// Sends a reply whose changes are all durable.
+    fn release(&self, p: PendingAck) {
+        self.metrics.record_service(p.kind, p.started.elapsed());
+        if let Some(c) = self.conn(p.conn) {
+            c.deferred.set(c.deferred.get().saturating_sub(1));
+            let frame = p.frame;
+            c.send(|out| out.extend_from_slice(&frame));
+        }
+    }
+
+    /// Replies still waiting for a commit (shutdown waits for them).
     pub fn pending_acks(&self) -> usize {
-        self.acks.borrow().len()
+        self.acks.borrow().len() + self.parked.borrow().values().map(Vec::len).sum::<usize>()
     }
 
     // ----- calls to other shards -----
@@ -505,7 +604,11 @@ impl Shard {
                     false => &c.delivered_live,
                 });
                 self.push_live(&d.sessions, started, &mut out);
-                self.write(out, Some(ack));
+                // The sender's `success` goes behind the receiver's chat row (next flush);
+                // a refusal of the message itself still reaches the sender.
+                self.write_watched(out, ack);
+                self.after_flush.borrow_mut().push(ack);
+                self.chats_touched();
             }
             Err(e) => {
                 let reason = e.to_string();

@@ -78,17 +78,29 @@ pub struct Ack {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
     pub record: WriteRecord,
+    /// Told once the record is durable (with [`crate::queue::REFUSED`] set if the database
+    /// refused it).
     pub ack: Option<Ack>,
+    /// Told only if the database refuses the record (with [`crate::queue::REFUSED`] set);
+    /// nothing is sent when it commits. For a record whose success is acknowledged by a later
+    /// one (a barrier behind the rows it depends on) but whose refusal must still reach the
+    /// client.
+    pub watch: Option<Ack>,
 }
 
 impl Envelope {
     pub fn new(record: WriteRecord) -> Self {
-        Envelope { record, ack: None }
+        Envelope {
+            record,
+            ack: None,
+            watch: None,
+        }
     }
     pub fn acked(record: WriteRecord, ack: Ack) -> Self {
         Envelope {
             record,
             ack: Some(ack),
+            watch: None,
         }
     }
 }

@@ -109,6 +109,9 @@ struct Writer {
     /// The acknowledgements owed for `records`, delivered only after they commit, with the
     /// index of the record that carried each (`None` once coalescing dropped that record).
     acks: Vec<(Option<usize>, Ack)>,
+    /// Acknowledgements told only if their record is refused (see [`crate::Envelope::watch`]),
+    /// indexed like `acks`.
+    watches: Vec<(Option<usize>, Ack)>,
     /// Records of the current batch the database refused for good (see `isolate`).
     refused: Vec<bool>,
     /// Which shards received tokens from the current batch, so each is woken once.
@@ -132,6 +135,7 @@ impl Writer {
             queue,
             records: Vec::with_capacity(config.max_batch.min(65_536)),
             acks: Vec::new(),
+            watches: Vec::new(),
             refused: Vec::new(),
             touched: vec![false; shards],
             config,
@@ -151,6 +155,7 @@ impl Writer {
         loop {
             self.records.clear();
             self.acks.clear();
+            self.watches.clear();
             self.refused.clear();
             self.fill();
             if self.records.is_empty() {
@@ -170,7 +175,7 @@ impl Writer {
             self.linger();
             let depth = self.records.len() + self.queue.len();
             let moved = coalesce(&mut self.records);
-            for (idx, _) in &mut self.acks {
+            for (idx, _) in self.acks.iter_mut().chain(self.watches.iter_mut()) {
                 *idx = idx.and_then(|i| moved.get(i).copied().flatten());
             }
             let t0 = Instant::now();
@@ -205,6 +210,9 @@ impl Writer {
             let Some(env) = self.queue.pop() else { break };
             if let Some(ack) = env.ack {
                 self.acks.push((Some(self.records.len()), ack));
+            }
+            if let Some(ack) = env.watch {
+                self.watches.push((Some(self.records.len()), ack));
             }
             self.records.push(env.record);
         }
@@ -318,11 +326,27 @@ impl Writer {
 
     /// Hands each token of the committed batch to its shard, then wakes each such shard once.
     fn deliver_acks(&mut self) {
-        if self.acks.is_empty() {
+        if self.acks.is_empty() && self.watches.is_empty() {
             return;
         }
         let shards = self.touched.len();
         let mut stray = 0usize;
+        // Refusals of watched records first: a shard must learn that a change was refused
+        // before a later acknowledgement of the same request says it was stored.
+        for (idx, ack) in &self.watches {
+            let refused = idx.is_some_and(|i| self.refused.get(i).copied().unwrap_or(false));
+            if !refused {
+                continue;
+            }
+            if ack.shard < shards {
+                self.queue
+                    .acks(ack.shard)
+                    .push(ack.token | crate::queue::REFUSED);
+                self.touched[ack.shard] = true;
+            } else {
+                stray += 1;
+            }
+        }
         for (idx, ack) in &self.acks {
             let refused = idx.is_some_and(|i| self.refused.get(i).copied().unwrap_or(false));
             if ack.shard < shards {
@@ -611,6 +635,41 @@ mod tests {
             })
             .collect();
         assert_eq!(ids, vec![1, 2, 4, 5, 6]);
+    }
+
+    /// A watched record says nothing when it commits and `REFUSED` when it is refused, before
+    /// the barrier that acknowledges the same request: the shard hears the refusal first.
+    #[test]
+    fn a_watched_record_is_heard_of_only_when_refused() {
+        let queue = PersistQueue::new(256, 1);
+        for (id, token) in [(1u64, 10u64), (2, 20)] {
+            let ack = Ack { shard: 0, token };
+            push(
+                &queue,
+                Envelope {
+                    record: message(id),
+                    ack: None,
+                    watch: Some(ack),
+                },
+            );
+            push(&queue, Envelope::acked(WriteRecord::Barrier, ack));
+        }
+        let backend = RefusingBackend {
+            poison: 2,
+            committed: Arc::new(Mutex::new(Vec::new())),
+        };
+        let handle = spawn(Box::new(backend), queue.clone(), BatchConfig::default()).unwrap();
+        let tokens = wait_tokens(queue.acks(0), 3);
+        queue.close();
+        handle.join().unwrap();
+        let refused = tokens
+            .iter()
+            .position(|&t| t == 20 | crate::queue::REFUSED)
+            .expect("the refusal arrives");
+        let stored = tokens.iter().position(|&t| t == 20).expect("the barrier");
+        assert!(refused < stored, "{tokens:?}");
+        assert_eq!(tokens.iter().filter(|&&t| t == 10).count(), 1, "{tokens:?}");
+        assert_eq!(tokens.len(), 3, "{tokens:?}");
     }
 
     #[test]
