@@ -107,7 +107,10 @@ else
         --max-allowed-packet=64M \
         --character-set-server=utf8mb4 \
         --collation-server=utf8mb4_unicode_ci \
-        --innodb-buffer-pool-size=128M \
+        --innodb-buffer-pool-size=1G \
+        --innodb-io-capacity=4000 \
+        --innodb-io-capacity-max=8000 \
+        --innodb-flush-neighbors=0 \
         --log-error="$LOGFILE" \
         </dev/null >>"$LOGFILE" 2>&1 &
     server_pid=$!
