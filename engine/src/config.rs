@@ -124,7 +124,7 @@ pub struct Options {
     #[arg(long, value_name = "N")]
     pub mesh_capacity: Option<usize>,
 
-    /// Threads that verify and hash passwords, below chat traffic in priority [default: the number of shards]
+    /// Threads that verify and hash passwords, below chat traffic in priority [default: shards - 1, at least 1]
     #[arg(long, value_name = "N")]
     pub auth_threads: Option<usize>,
 
@@ -366,7 +366,15 @@ impl Options {
             batch_linger: Duration::from_micros(self.batch_linger_us.unwrap_or(0)),
             db_writers: positive(self.db_writers, 2, "db-writers")?,
             mesh_capacity: positive(self.mesh_capacity, 4096, "mesh-capacity")?,
-            auth_threads: positive(self.auth_threads, shards, "auth-threads")?,
+            // One core's worth less than the shards: a storm of first logins then leaves a core
+            // to chat and to the commit path. With both cores of a 2-core machine hashing,
+            // even at nice 19, fsync completions stalled and the ack p99 went from 7 ms to
+            // 640 ms (docs/benchmarks.md, "Login storm").
+            auth_threads: positive(
+                self.auth_threads,
+                shards.saturating_sub(1).max(1),
+                "auth-threads",
+            )?,
             argon2_memory_kib,
             argon2_passes,
             credential_cache_ttl: Duration::from_secs(self.credential_cache_ttl.unwrap_or(3600)),
