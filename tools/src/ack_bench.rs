@@ -29,19 +29,8 @@ use crate::write_bench::{proc_cpu, stat_cpu, uid, user};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct AckBenchArgs {
-    /// MySQL/MariaDB database: mysql://user:pass@host:port/db (use a throwaway one)
-    #[arg(
-        long,
-        required_unless_present = "data_dir",
-        conflicts_with = "data_dir"
-    )]
-    database: Option<String>,
-    /// Embedded store (SQLite) directory (use a throwaway one)
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<std::path::PathBuf>,
-    /// MySQL: CREATE DATABASE IF NOT EXISTS first
-    #[arg(long)]
-    create: bool,
+    #[command(flatten)]
+    store: crate::bench_store::BenchStore,
     /// Messages per second offered to the queue
     #[arg(long, default_value_t = 100_000)]
     rate: u64,
@@ -60,9 +49,6 @@ pub struct AckBenchArgs {
     /// Queue capacity in records (the server's --queue-capacity)
     #[arg(long, value_name = "N", default_value_t = 1 << 18)]
     queue_capacity: usize,
-    /// Database server pid, for its CPU time (default: /run/mysqld/corechat-mariadbd.pid)
-    #[arg(long, value_name = "PID")]
-    db_pid: Option<u32>,
 }
 
 /// Wakes the acknowledgement reader, which parks between drains.
@@ -128,10 +114,8 @@ pub fn run(a: &AckBenchArgs) -> Result<(), String> {
     if a.rate == 0 || a.pairs == 0 || a.writers == 0 || a.seconds <= 0.0 {
         return Err("--rate, --pairs, --writers and --seconds must be positive".into());
     }
-    if let (Some(url), true) = (&a.database, a.create) {
-        crate::seed::create_database(url).map_err(|e| e.to_string())?;
-    }
-    let store = match (&a.database, &a.data_dir) {
+    a.store.prepare()?;
+    let store = match (&a.store.database, &a.store.data_dir) {
         (Some(url), _) => StoreConfig::Mysql {
             url: url.clone(),
             writers: a.writers,
@@ -139,14 +123,7 @@ pub fn run(a: &AckBenchArgs) -> Result<(), String> {
         (None, Some(dir)) => StoreConfig::Sqlite { dir: dir.clone() },
         (None, None) => return Err("give --database URL or --data-dir DIR".into()),
     };
-    let db_pid = a.db_pid.or_else(|| {
-        a.database.as_ref()?;
-        std::fs::read_to_string("/run/mysqld/corechat-mariadbd.pid")
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    });
+    let db_pid = a.store.db_pid();
     let mut backend = corechat_persist::open(&store).map_err(|e| e.to_string())?;
     let summary = backend.load(&mut |_| {}).map_err(|e| e.to_string())?;
     let users: Vec<WriteRecord> = (0..a.pairs)

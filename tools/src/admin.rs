@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 use corechat_persist::backend::mysql;
 
 mod ack_bench;
+mod bench_store;
 mod seed;
 mod start_time;
 mod write_bench;

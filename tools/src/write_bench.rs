@@ -11,7 +11,6 @@
 //! with `--connections N` what N writers in parallel (each its own connection and its own
 //! pairs of users, as a sharded writer would) would get from the same database.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -22,19 +21,8 @@ use corechat_persist::{Backend, WriteRecord};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct WriteBenchArgs {
-    /// MySQL/MariaDB database: mysql://user:pass@host:port/db (use a throwaway one)
-    #[arg(
-        long,
-        required_unless_present = "data_dir",
-        conflicts_with = "data_dir"
-    )]
-    database: Option<String>,
-    /// Embedded store (SQLite) directory (use a throwaway one)
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// MySQL: CREATE DATABASE IF NOT EXISTS first
-    #[arg(long)]
-    create: bool,
+    #[command(flatten)]
+    store: crate::bench_store::BenchStore,
     /// Sender/receiver pairs (per connection)
     #[arg(long, default_value_t = 100)]
     pairs: u64,
@@ -47,13 +35,10 @@ pub struct WriteBenchArgs {
     /// Writers in parallel, each with its own connection and its own pairs
     #[arg(long, value_name = "N", default_value_t = 1)]
     connections: usize,
-    /// Database server pid, for its CPU time (default: /run/mysqld/corechat-mariadbd.pid)
-    #[arg(long, value_name = "PID")]
-    db_pid: Option<u32>,
 }
 
 fn open(a: &WriteBenchArgs) -> Result<Box<dyn Backend>, String> {
-    match (&a.database, &a.data_dir) {
+    match (&a.store.database, &a.store.data_dir) {
         (Some(url), _) => Ok(Box::new(
             MysqlBackend::open(url).map_err(|e| e.to_string())?,
         )),
@@ -203,17 +188,8 @@ pub fn run(a: &WriteBenchArgs) -> Result<(), String> {
     if a.pairs == 0 || a.messages_per_batch == 0 || a.connections == 0 {
         return Err("--pairs, --messages-per-batch and --connections must be positive".into());
     }
-    if let (Some(url), true) = (&a.database, a.create) {
-        crate::seed::create_database(url).map_err(|e| e.to_string())?;
-    }
-    let db_pid = a.db_pid.or_else(|| {
-        a.database.as_ref()?;
-        std::fs::read_to_string("/run/mysqld/corechat-mariadbd.pid")
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    });
+    a.store.prepare()?;
+    let db_pid = a.store.db_pid();
     let mut backends = Vec::new();
     for _ in 0..a.connections {
         backends.push(open(a)?);
