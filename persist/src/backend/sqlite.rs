@@ -228,7 +228,7 @@ fn connect(path: &Path) -> Result<Connection, PersistError> {
     }
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(wrap)?;
-    // Message inserts touch three indexes in user-id order, i.e. all over the file: a page
+    // Message inserts touch their indexes in user-id order, i.e. all over the file: a page
     // cache of 64 MiB (default 2 MiB) keeps their upper levels in memory.
     conn.pragma_update(None, "cache_size", -65_536)
         .map_err(wrap)?;
